@@ -1,0 +1,5 @@
+"""Acoustic features: Kaldi-compatible fbank, global CMVN, SpecAugment."""
+
+from speechlm.features.fbank import Fbank
+
+__all__ = ["Fbank"]
