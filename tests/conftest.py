@@ -3,50 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
-
-
-def write_wav(path: Path, seconds: float, sr: int = 16000, seed: int = 0, subtype: str = "PCM_16") -> Path:
-    """A voiced-sounding signal: a few harmonics of a gliding f0 under an envelope,
-    plus a little noise (distinct per seed)."""
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
-    t = np.arange(n) / sr
-    f0 = 110 + 40 * rng.random() + 20 * np.sin(2 * np.pi * 0.5 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 8))
-    env = 0.5 * (1 - np.cos(2 * np.pi * np.minimum(t / max(seconds, 1e-9), 1)))
-    x = 0.3 * env * x / 2 + 0.01 * rng.standard_normal(n)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x.astype(np.float32), sr, subtype=subtype)
-    return path
-
-
-def make_data_dir(root: Path, speakers=("spkA", "spkB"), per_speaker: int = 3, sr: int = 16000) -> Path:
-    """A clean Kaldi data dir: root/data with wav.scp, text, utt2spk, spk2utt, utt2dur."""
-    d = root / "data"
-    d.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for s, spk in enumerate(speakers):
-        for i in range(per_speaker):
-            utt = f"{spk}-utt{i}"
-            dur = 0.5 + 0.25 * i + 0.1 * s
-            wav = write_wav(root / "wav" / f"{utt}.wav", dur, sr, seed=10 * s + i)
-            rows.append((utt, spk, str(wav), f"WORD{i} SPEAKER {spk.upper()}", dur))
-    rows.sort()
-    (d / "wav.scp").write_text("".join(f"{u} {w}\n" for u, _, w, _, _ in rows))
-    (d / "text").write_text("".join(f"{u} {t}\n" for u, _, _, t, _ in rows))
-    (d / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s, _, _, _ in rows))
-    (d / "utt2dur").write_text("".join(f"{u} {dur:.3f}\n" for u, _, _, _, dur in rows))
-    spk2utt = {}
-    for u, s, *_ in rows:
-        spk2utt.setdefault(s, []).append(u)
-    (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk2utt.items())))
-    return d
+from fixtures import make_data_dir
 
 
 @pytest.fixture

@@ -36,6 +36,18 @@ def audio_source(entry: str):
     return io.BytesIO(_run_pipe(entry)) if is_pipe(entry) else entry.strip()
 
 
+def iter_blocks(f: sf.SoundFile, block_frames: int = 1 << 16):
+    """Decode `(n, C)` float32 blocks until the stream really ends. Unlike
+    `SoundFile.blocks`, this does not trust the header's frame count, which is bogus
+    for audio written to a pipe."""
+    while True:
+        block = f.read(block_frames, dtype="float32", always_2d=True)
+        if len(block):
+            yield block
+        if len(block) < block_frames:
+            return
+
+
 def audio_info(entry: str) -> tuple[int, int]:
     """(num_frames, sample_rate) of a recording. Cheap for files (header only); a pipe
     has to run."""
@@ -65,11 +77,17 @@ def read_audio(
         with sf.SoundFile(src) as f:
             sr = f.samplerate
             first = int(round(start * sr))
-            last = f.frames if end is None else min(int(round(end * sr)), f.frames)
-            if first > f.frames:
-                raise AudioReadError(f"segment starts at {start:.3f}s, past the end of '{entry}' ({f.frames / sr:.3f}s)")
-            f.seek(first)
-            data = f.read(max(last - first, 0), dtype="float32", always_2d=True)
+            if is_pipe(entry):
+                # A pipe's header often cannot know the length (sox/flac to stdout):
+                # decode to the end, then cut.
+                data = np.concatenate(list(iter_blocks(f)))
+                data = data[first:] if end is None else data[first:int(round(end * sr))]
+            else:
+                last = f.frames if end is None else min(int(round(end * sr)), f.frames)
+                if first > f.frames:
+                    raise AudioReadError(f"segment starts at {start:.3f}s, past the end ({f.frames / sr:.3f}s)")
+                f.seek(first)
+                data = f.read(max(last - first, 0), dtype="float32", always_2d=True)
     except AudioReadError:
         raise
     except Exception as e:

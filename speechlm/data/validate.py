@@ -13,7 +13,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from speechlm.data.audio import AudioReadError, audio_source, is_pipe
+from speechlm.data.audio import AudioReadError, audio_source, is_pipe, iter_blocks
 from speechlm.data.kaldi_dir import TABLE_FILES, iter_table, parse_segment
 
 # Files that must be present; text too unless the dir is declared unlabelled.
@@ -245,10 +245,10 @@ def _check_audio(wav: _Table, faults: list[Fault], sample_rate: int | None, deco
         try:
             with sf.SoundFile(audio_source(entry)) as f:
                 frames, sr = f.frames, f.samplerate
-                if decode:
-                    # Read through in blocks: a truncated or corrupt body fails here, and
-                    # memory stays bounded by the block size.
-                    frames = sum(len(block) for block in f.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True))
+                if decode or is_pipe(entry):
+                    # Read through in blocks: a truncated or corrupt body fails here, a
+                    # pipe's unknown length is measured, and memory stays bounded.
+                    frames = sum(len(block) for block in iter_blocks(f, _BLOCK_FRAMES))
         except AudioReadError as e:
             faults.append(Fault(wav.path, line, f"unreadable audio for '{reco}': {e}"))
             continue

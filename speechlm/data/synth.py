@@ -1,0 +1,372 @@
+"""Synthetic speech corpora from espeak-ng: speak text, write a Kaldi data directory.
+
+espeak-ng is driven in-process through `ctypes` and the `libespeak-ng.so` bundled with
+`espeakng-loader` (no `espeak-ng` binary needed). A "speaker" is an espeak voice plus a
+variant, e.g. `en-us+m3` or `en-gb-scotland+f2`: the voice sets the accent, the variant
+the pitch and formants. Output is deterministic: the same text, voice and prosody give the
+same samples whatever was spoken before and in whichever process.
+
+    audio, sr = speak("one two three", voice="en-us+f2")       # float32 (T,), 22050
+    write_synth_data_dir("data/synth", [SynthUtterance("spk1-0001", "spk1", "hello", "en-us")])
+"""
+from __future__ import annotations
+
+import _ctypes  # dlclose, which ctypes does not expose
+import argparse
+import atexit
+import ctypes
+import hashlib
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import espeakng_loader
+import numpy as np
+import soundfile as sf
+
+from speechlm.data.kaldi_dir import spk2utt_from_utt2spk, write_table
+
+# Distinct English speakers, each an accent x variant pair so that two speakers never share
+# both. Checked against the bundled data (espeak-ng 1.52): all load, and their median F0 and
+# spectral centroid differ (f* variants ~175-200 Hz, m* ~95-115 Hz; klatt4 is a different
+# synthesiser). Note there is no `en-gb`: British English is the voice called `en`.
+DEFAULT_VOICES: tuple[str, ...] = (
+    "en-us+m1", "en-us+f1", "en-us+m7", "en-us+f3",
+    "en+m3", "en+f2",
+    "en-gb-x-rp+m4", "en-gb-x-rp+f4",
+    "en-gb-scotland+m2", "en-gb-scotland+f5",
+    "en-029+m5", "en-029+f1",
+    "en-us-nyc+m8", "en-gb-x-gbclan+klatt4",
+)
+
+# speak_lib.h constants.
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000  # without it a bad data path calls exit() and kills Python
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_ENDPAUSE = 0x1000  # end with a sentence pause, as a recorded utterance would
+_RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
+_EE_OK, _EE_NOT_FOUND = 0, 2
+_RATE_MIN, _RATE_MAX = 80, 450
+_CHUNK_MS = 200  # callback granularity; any value gives the same samples
+# espeak's default volume (100) clips the klatt4/klatt5 variants and drives the others into
+# espeak's gain limiter (peaks ~0.999); at 60 the m*, f* and klatt* variants peak <= ~0.85.
+_VOLUME_PERCENT = 60
+
+
+class _Voice(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_char_p), ("languages", ctypes.c_char_p), ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte), ("age", ctypes.c_ubyte), ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte), ("score", ctypes.c_int), ("spare", ctypes.c_void_p),
+    ]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p), ("id", ctypes.c_void_p),  # id is a pointer-sized union
+    ]
+
+
+_SynthCallbackType = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                      ctypes.POINTER(_Event))
+
+# espeak-ng is one global state per loaded library; every use holds this lock.
+_lock = threading.Lock()
+_chunks: list[bytes] = []
+_private_library_path: str | None = None
+
+
+def _collect_samples(wav, num_samples, events) -> int:
+    if num_samples > 0:
+        _chunks.append(ctypes.string_at(wav, num_samples * 2))
+    return 0  # 0 = keep synthesising
+
+
+# Module-level so ctypes' C thunk is never garbage-collected while espeak may call it.
+_synth_callback = _SynthCallbackType(_collect_samples)
+
+
+def _library_path() -> str:
+    """A private copy of libespeak-ng.so, made once per process.
+
+    A copy (own inode) is never shared with another user of espeak in this process (e.g. a
+    phonemizer), so unloading it really unloads it; see `_fresh_espeak`.
+    """
+    global _private_library_path
+    if _private_library_path is None:
+        tmp = tempfile.mkdtemp(prefix="speechlm-espeak-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        _private_library_path = shutil.copy(espeakng_loader.get_library_path(), tmp)
+    return _private_library_path
+
+
+@contextmanager
+def _fresh_espeak() -> Iterator[tuple[ctypes.CDLL, int]]:
+    """Load, initialise, yield (library, sample_rate), then terminate and unload.
+
+    Why reload for every call: espeak-ng keeps synthesis state in C statics (pitch-flutter
+    phase, AGC, ...) that neither espeak_Terminate nor any API call resets, so the same text
+    comes out a few ms longer or shorter depending on what was spoken before. A freshly
+    loaded library has fresh statics; load + init + unload costs about 1 ms.
+    """
+    with _lock:
+        _chunks.clear()
+        try:
+            lib = ctypes.CDLL(_library_path(), mode=os.RTLD_LOCAL)
+        except OSError:  # e.g. a noexec temp dir: fall back to the shared original
+            lib = ctypes.CDLL(espeakng_loader.get_library_path(), mode=os.RTLD_LOCAL)
+        try:
+            lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+            data_path = espeakng_loader.get_data_path()
+            sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _CHUNK_MS, data_path.encode(),
+                                                _INITIALIZE_DONT_EXIT)
+            if sample_rate <= 0:
+                raise RuntimeError(f"espeak_Initialize failed (code {sample_rate}) with data path {data_path}")
+            lib.espeak_SetSynthCallback(_synth_callback)
+            lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+            lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+            yield lib, sample_rate
+        finally:
+            lib.espeak_Terminate()
+            _chunks.clear()
+            _ctypes.dlclose(lib._handle)
+
+
+def _voice_identifiers(lib: ctypes.CDLL, language: str | None) -> list[str]:
+    """Identifiers from espeak_ListVoices, e.g. 'gmw/en-US', '!v/m3' (variants: language 'variant')."""
+    spec = _Voice(languages=language.encode()) if language else None
+    voices = lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
+    ids, i = [], 0
+    while voices[i]:  # NULL-terminated array of pointers
+        ids.append(voices[i].contents.identifier.decode())
+        i += 1
+    return ids
+
+
+def list_voices(language: str | None = "en") -> list[str]:
+    """Voice names usable in `speak(voice=...)`, best match for `language` first (None: all).
+
+    Names are espeak identifiers without their family folder, lower-cased: 'gmw/en-US'
+    -> 'en-us'. Append '+VARIANT' (see `list_variants`) for other speakers.
+    """
+    with _fresh_espeak() as (lib, _):
+        ids = _voice_identifiers(lib, language)
+    names = [i.rsplit("/", 1)[-1].lower() for i in ids if not i.startswith("!v/")]
+    return list(dict.fromkeys(names))
+
+
+def list_variants() -> list[str]:
+    """Variant names for 'voice+VARIANT': m1..m8, f1..f5, klatt..klatt6, and named ones."""
+    with _fresh_espeak() as (lib, _):
+        return _variants(lib)
+
+
+def _variants(lib: ctypes.CDLL) -> list[str]:
+    return [i.split("/", 1)[1] for i in _voice_identifiers(lib, "variant")]
+
+
+def _set_voice(lib: ctypes.CDLL, voice: str) -> None:
+    base, _, variant = voice.partition("+")
+    # espeak ignores an unknown variant silently ('en+typo' sounds like 'en'), so check it here.
+    if variant and variant not in _variants(lib):
+        raise ValueError(f"unknown espeak-ng variant '{variant}' in voice '{voice}'; "
+                         f"e.g. m1..m8, f1..f5, klatt..klatt6 (list_variants() lists all)")
+    if not base or lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+        available = [i.rsplit("/", 1)[-1].lower() for i in _voice_identifiers(lib, "en")
+                     if not i.startswith("!v/")]
+        raise ValueError(f"unknown espeak-ng voice '{voice}'; English voices: {', '.join(available)} "
+                         f"(list_voices(None) lists all; note British English is 'en', not 'en-gb')")
+
+
+def _check_prosody(rate: int, pitch: int, pitch_range: int, word_gap: int) -> None:
+    if not _RATE_MIN <= rate <= _RATE_MAX:
+        raise ValueError(f"rate must be {_RATE_MIN}..{_RATE_MAX} words per minute, got {rate}")
+    for name, value in (("pitch", pitch), ("pitch_range", pitch_range)):
+        if not 0 <= value <= 100:
+            raise ValueError(f"{name} must be 0..100, got {value}")
+    if word_gap < 0:
+        raise ValueError(f"word_gap must be >= 0 (units of 10 ms), got {word_gap}")
+
+
+def speak(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
+          word_gap: int = 0) -> tuple[np.ndarray, int]:
+    """Synthesise `text`; returns (audio (T,) float32 in [-1, 1), sample_rate=22050).
+
+    rate: words per minute (80..450); pitch, pitch_range: 0..100 relative to the voice;
+    word_gap: extra pause between words in units of 10 ms.
+    """
+    if not text.strip():
+        raise ValueError("text is empty")
+    _check_prosody(rate, pitch, pitch_range, word_gap)
+    with _fresh_espeak() as (lib, sample_rate):
+        _set_voice(lib, voice)
+        params = ((_VOLUME, _VOLUME_PERCENT), (_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range),
+                  (_WORDGAP, word_gap))
+        for param, value in params:
+            if (err := lib.espeak_SetParameter(param, value, 0)) != _EE_OK:
+                raise RuntimeError(f"espeak_SetParameter({param}, {value}) failed with code {err}")
+        encoded = text.encode("utf-8") + b"\0"
+        err = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
+        if err != _EE_OK:
+            raise RuntimeError(f"espeak_Synth failed with code {err} for text {text[:50]!r}")
+        samples = np.frombuffer(b"".join(_chunks), dtype=np.int16)
+    return (samples.astype(np.float32) / 32768.0), sample_rate
+
+
+@dataclass(frozen=True)
+class SynthUtterance:
+    """One utterance to synthesise. Kaldi requires `speaker` to be a prefix of `utt_id`."""
+
+    utt_id: str
+    speaker: str
+    text: str
+    voice: str
+    rate: int = 175
+    pitch: int = 50
+
+
+def _noise(rng: np.random.Generator, n: int, color: str) -> np.ndarray:
+    white = rng.standard_normal(n)
+    if color == "white":
+        return white
+    if color == "pink":  # 1/f power: scale the spectrum by 1/sqrt(f), drop DC
+        spectrum = np.fft.rfft(white)
+        f = np.arange(len(spectrum), dtype=np.float64)
+        spectrum[0] = 0.0
+        spectrum[1:] /= np.sqrt(f[1:])
+        return np.fft.irfft(spectrum, n)
+    raise ValueError(f"noise must be 'white' or 'pink', got {color!r}")
+
+
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator, color: str = "white") -> np.ndarray:
+    """audio + noise scaled so that 10*log10(mean(audio**2) / mean(noise**2)) == snr_db."""
+    noise = _noise(rng, len(audio), color)
+    signal_power = float(np.mean(audio.astype(np.float64) ** 2))
+    noise *= np.sqrt(signal_power / (np.mean(noise ** 2) * 10.0 ** (snr_db / 10.0)))
+    return (audio + noise).astype(np.float32)
+
+
+def _utterance_rng(seed: int, utt_id: str) -> np.random.Generator:
+    # Seeded from (seed, utt_id), not from a running generator, so the noise of one
+    # utterance does not depend on the order or the worker that renders it.
+    digest = hashlib.sha256(f"{seed}\0{utt_id}".encode()).digest()
+    return np.random.default_rng(np.frombuffer(digest, dtype=np.uint32))
+
+
+def render_utterance(utt: SynthUtterance, sample_rate: int = 16000, noise_snr_db: float | None = None,
+                     seed: int = 0, noise: str = "white") -> np.ndarray:
+    """Speak, resample to `sample_rate` and optionally add noise: (T,) float32, peak <= 1."""
+    import torch, torchaudio  # noqa: E401 -- heavy; only the data-dir path needs them
+
+    audio, espeak_rate = speak(utt.text, voice=utt.voice, rate=utt.rate, pitch=utt.pitch)
+    if sample_rate != espeak_rate:
+        audio = torchaudio.functional.resample(torch.from_numpy(audio), espeak_rate, sample_rate).numpy()
+    if noise_snr_db is not None:
+        audio = add_noise(audio, noise_snr_db, _utterance_rng(seed, utt.utt_id), noise)
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    if peak > 1.0:  # scale rather than clip: keeps the SNR and avoids clipping distortion
+        audio = audio / peak
+    return audio.astype(np.float32)
+
+
+def _write_wav(job: tuple) -> int:
+    """Render one utterance and write its WAV atomically; returns its number of samples."""
+    utt, wav_path, sample_rate, noise_snr_db, seed, noise = job
+    audio = render_utterance(utt, sample_rate, noise_snr_db, seed, noise)
+    tmp = wav_path.with_name(f".{wav_path.name}.tmp")
+    sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, wav_path)
+    return len(audio)
+
+
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)  # one process per core already; more threads only contend
+
+
+def _check_utterances(utterances: Sequence[SynthUtterance]) -> None:
+    """Fail before any audio is made: ids, the Kaldi speaker-prefix rule, voices, prosody."""
+    seen: set[str] = set()
+    for u in utterances:
+        for what, value in (("utterance id", u.utt_id), ("speaker id", u.speaker)):
+            if not value or any(c.isspace() for c in value) or "/" in value:
+                raise ValueError(f"utterance '{u.utt_id}': bad {what} {value!r} (empty, whitespace or '/')")
+        if u.utt_id in seen:
+            raise ValueError(f"duplicate utterance id '{u.utt_id}'")
+        seen.add(u.utt_id)
+        if not u.utt_id.startswith(u.speaker):
+            raise ValueError(f"utterance '{u.utt_id}': speaker id '{u.speaker}' is not a prefix of the "
+                             f"utterance id (Kaldi sorts utt2spk and spk2utt consistently only then)")
+        if not u.text.strip():
+            raise ValueError(f"utterance '{u.utt_id}': text is empty")
+        _check_prosody(u.rate, u.pitch, 50, 0)
+    for voice in sorted({u.voice for u in utterances}):
+        with _fresh_espeak() as (lib, _):
+            _set_voice(lib, voice)
+
+
+def write_synth_data_dir(out_dir: str | os.PathLike, utterances: Sequence[SynthUtterance],
+                         sample_rate: int = 16000, noise_snr_db: float | None = None, seed: int = 0,
+                         num_workers: int = 1, noise: str = "white") -> Path:
+    """Synthesise `utterances` into a Kaldi data directory and return its path.
+
+    Writes out_dir/wav/<utt_id>.wav (16-bit PCM, mono, `sample_rate`) and wav.scp (absolute
+    paths), text, utt2spk, spk2utt, utt2dur (seconds). With `noise_snr_db`, white or pink
+    noise is added at that SNR, seeded by (seed, utt_id). `num_workers` > 1 renders in a
+    spawn process pool.
+    """
+    utterances = list(utterances)
+    _check_utterances(utterances)
+    _noise(np.random.default_rng(0), 1, noise)  # reject a bad noise colour up front
+    out_dir = Path(out_dir).resolve()
+    wav_dir = out_dir / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(u, wav_dir / f"{u.utt_id}.wav", sample_rate, noise_snr_db, seed, noise) for u in utterances]
+    if num_workers > 1 and len(jobs) > 1:
+        # spawn, not fork: the parent may hold torch threads and the espeak lock.
+        with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs)), _init_worker) as pool:
+            lengths = pool.map(_write_wav, jobs, chunksize=max(1, len(jobs) // (4 * num_workers)))
+    else:
+        lengths = [_write_wav(job) for job in jobs]
+
+    write_table(out_dir / "wav.scp", {u.utt_id: str(job[1]) for u, job in zip(utterances, jobs)})
+    write_table(out_dir / "text", {u.utt_id: " ".join(u.text.split()) for u in utterances})
+    utt2spk = {u.utt_id: u.speaker for u in utterances}
+    write_table(out_dir / "utt2spk", utt2spk)
+    write_table(out_dir / "spk2utt", spk2utt_from_utt2spk(utt2spk))
+    write_table(out_dir / "utt2dur", {u.utt_id: f"{n / sample_rate:.4f}" for u, n in zip(utterances, lengths)})
+    return out_dir
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Speak texts with espeak-ng into a Kaldi data directory. "
+                                     "Every text is spoken by every --voice; speaker ids are spk01, spk02, ...")
+    parser.add_argument("texts", nargs="+")
+    parser.add_argument("--out", required=True, help="data directory to write")
+    parser.add_argument("--voice", action="append", help=f"repeatable; default {DEFAULT_VOICES[0]}")
+    parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--snr", type=float, default=None, help="add white noise at this SNR (dB)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    utterances = [SynthUtterance(f"spk{s:02d}-{i:04d}", f"spk{s:02d}", text, voice)
+                  for s, voice in enumerate(args.voice or [DEFAULT_VOICES[0]], start=1)
+                  for i, text in enumerate(args.texts, start=1)]
+    out = write_synth_data_dir(args.out, utterances, args.sample_rate, args.snr, args.seed, args.num_workers)
+    print(f"wrote {len(utterances)} utterances to {out}")
+
+
+if __name__ == "__main__":
+    main()
