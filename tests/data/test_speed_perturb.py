@@ -40,3 +40,16 @@ def test_sox_mode_writes_kaldi_pipes(data_dir):
     sp = perturb_speed(DataDir.load(data_dir), factors=(0.9, 1.0), sox=True)
     entry = sp.wav_scp["sp0.9-spkA-utt0"]
     assert entry.startswith("sox -t wav ") and entry.endswith(" speed 0.9 |")
+
+
+@pytest.mark.skipif(__import__("shutil").which("sox") is None, reason="sox not installed (apt-get install sox); parity with sox's speed effect not checked")
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_matches_sox_speed_effect(tmp_path, factor):
+    from fixtures import write_wav
+    wav = write_wav(tmp_path / "a.wav", 1.0)
+    x, sr = read_audio(str(wav))
+    ref, _ = read_audio(f"sox -t wav {wav} -t wav - speed {factor} |")
+    ours = perturb_audio(torch.from_numpy(x), sr, factor).numpy()
+    assert abs(len(ours) - len(ref)) <= 1
+    n = min(len(ours), len(ref))
+    assert np.corrcoef(ours[:n], ref[:n])[0, 1] > 0.999
