@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
+
+from speechlm.atomic import atomic_write_text
 
 # Files a data dir may hold, in the order Kaldi's tools list them. wav.scp and utt2spk
 # are required; everything else is optional.
@@ -85,19 +86,6 @@ def write_table(path: str | os.PathLike, table: Mapping[str, object] | Iterable[
             v = " ".join(str(x) for x in v)
         lines.append(f"{k} {v}".rstrip(" ") + "\n")
     atomic_write_text(path, "".join(lines))
-
-
-def atomic_write_text(path: str | os.PathLike, content: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)

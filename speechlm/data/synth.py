@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import _ctypes  # dlclose, which ctypes does not expose
 import argparse
-import atexit
 import ctypes
 import hashlib
 import multiprocessing
 import os
-import shutil
-import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,19 +27,17 @@ import espeakng_loader
 import numpy as np
 import soundfile as sf
 
+from speechlm.atomic import atomic_path
 from speechlm.data.kaldi_dir import spk2utt_from_utt2spk, write_table
 
 # Distinct English speakers, each an accent x variant pair so that two speakers never share
-# both. Checked against the bundled data (espeak-ng 1.52): all load, and their median F0 and
-# spectral centroid differ (f* variants ~175-200 Hz, m* ~95-115 Hz; klatt4 is a different
-# synthesiser). Note there is no `en-gb`: British English is the voice called `en`.
+# both. Checked against the bundled data (espeak-ng 1.52): all load, and median F0, spectral
+# centroid or duration differ by >= 3% between any two (f* variants ~175-210 Hz, m* ~85-110 Hz;
+# klatt4 is another synthesiser). There is no `en-gb`: British English is the voice `en`.
 DEFAULT_VOICES: tuple[str, ...] = (
-    "en-us+m1", "en-us+f1", "en-us+m7", "en-us+f3",
-    "en+m3", "en+f2",
-    "en-gb-x-rp+m4", "en-gb-x-rp+f4",
-    "en-gb-scotland+m2", "en-gb-scotland+f5",
-    "en-029+m5", "en-029+f1",
-    "en-us-nyc+m8", "en-gb-x-gbclan+klatt4",
+    "en-us+m1", "en-us+f1", "en-us+m7", "en-us+f3", "en+m3", "en+f2",
+    "en-gb-x-rp+m4", "en-gb-x-rp+f4", "en-gb-scotland+m2", "en-gb-scotland+f5",
+    "en-029+m5", "en-029+f3", "en-us-nyc+m8", "en-gb-x-gbclan+klatt4",
 )
 
 # speak_lib.h constants.
@@ -52,7 +47,7 @@ _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000  # end with a sentence pause, as a recorded utterance would
 _RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
-_EE_OK, _EE_NOT_FOUND = 0, 2
+_EE_OK = 0
 _RATE_MIN, _RATE_MAX = 80, 450
 _CHUNK_MS = 200  # callback granularity; any value gives the same samples
 # espeak's default volume (100) clips the klatt4/klatt5 variants and drives the others into
@@ -83,6 +78,12 @@ _SynthCallbackType = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_shor
 _lock = threading.Lock()
 _chunks: list[bytes] = []
 _private_library_path: str | None = None
+_libc = ctypes.CDLL(None)
+_libc.initstate.argtypes = [ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t]
+_libc.initstate.restype = ctypes.c_void_p
+_libc.setstate.argtypes = [ctypes.c_void_p]
+_libc.setstate.restype = ctypes.c_void_p
+_libc.free.argtypes = [ctypes.c_void_p]
 
 
 def _collect_samples(wav, num_samples, events) -> int:
@@ -96,17 +97,38 @@ _synth_callback = _SynthCallbackType(_collect_samples)
 
 
 def _library_path() -> str:
-    """A private copy of libespeak-ng.so, made once per process.
+    """A private in-memory copy of libespeak-ng.so (a memfd), made once per process.
 
-    A copy (own inode) is never shared with another user of espeak in this process (e.g. a
-    phonemizer), so unloading it really unloads it; see `_fresh_espeak`.
+    The copy (own inode) is never shared with another user of espeak in this process (e.g. a
+    phonemizer), so unloading it really unloads it (see `_fresh_espeak`), and nothing is left
+    on disk. Without memfd (not Linux) the original is used, shared with any other user.
     """
     global _private_library_path
     if _private_library_path is None:
-        tmp = tempfile.mkdtemp(prefix="speechlm-espeak-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        _private_library_path = shutil.copy(espeakng_loader.get_library_path(), tmp)
+        try:
+            fd = os.memfd_create("libespeak-ng-private.so")
+            with open(espeakng_loader.get_library_path(), "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
+                dst.write(src.read())
+            _ctypes.dlclose(ctypes.CDLL(f"/proc/self/fd/{fd}")._handle)  # raises if memfds are noexec
+            _private_library_path = f"/proc/self/fd/{fd}"
+        except (AttributeError, OSError):
+            _private_library_path = espeakng_loader.get_library_path()
     return _private_library_path
+
+
+@contextmanager
+def _seeded_libc_rand() -> Iterator[None]:
+    """Run with libc's rand() seeded to 0, then give the caller back its own generator state.
+
+    The bundled speechPlayer synthesiser (e.g. the 'Reed' and 'caleb' variants) draws noise
+    from libc rand(); in glibc rand() uses random()'s state, which initstate/setstate swap.
+    """
+    state = ctypes.create_string_buffer(256)
+    previous = _libc.initstate(0, state, len(state))
+    try:
+        yield
+    finally:
+        _libc.setstate(previous)
 
 
 @contextmanager
@@ -116,36 +138,38 @@ def _fresh_espeak() -> Iterator[tuple[ctypes.CDLL, int]]:
     Why reload for every call: espeak-ng keeps synthesis state in C statics (pitch-flutter
     phase, AGC, ...) that neither espeak_Terminate nor any API call resets, so the same text
     comes out a few ms longer or shorter depending on what was spoken before. A freshly
-    loaded library has fresh statics; load + init + unload costs about 1 ms.
+    loaded library has fresh statics; load + init + unload costs a few ms.
     """
-    with _lock:
+    with _lock, _seeded_libc_rand():
         _chunks.clear()
+        lib = ctypes.CDLL(_library_path(), mode=os.RTLD_LOCAL)
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        data_path = espeakng_loader.get_data_path()
+        sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _CHUNK_MS, data_path.encode(),
+                                            _INITIALIZE_DONT_EXIT)
         try:
-            lib = ctypes.CDLL(_library_path(), mode=os.RTLD_LOCAL)
-        except OSError:  # e.g. a noexec temp dir: fall back to the shared original
-            lib = ctypes.CDLL(espeakng_loader.get_library_path(), mode=os.RTLD_LOCAL)
-        try:
-            lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-            data_path = espeakng_loader.get_data_path()
-            sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _CHUNK_MS, data_path.encode(),
-                                                _INITIALIZE_DONT_EXIT)
             if sample_rate <= 0:
                 raise RuntimeError(f"espeak_Initialize failed (code {sample_rate}) with data path {data_path}")
             lib.espeak_SetSynthCallback(_synth_callback)
-            lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
-            lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-            lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-            lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+            lib.espeak_ng_SetRandSeed(0)  # else seeded from the clock (breath noise of f2, f3, f5)
             yield lib, sample_rate
         finally:
+            if sample_rate > 0:
+                # espeak_ListVoices (also called by SetVoiceByName) returns a static array that
+                # Terminate never frees (~2 kB lost per unload); one more call hands it to us.
+                _libc.free(ctypes.cast(lib.espeak_ListVoices(None), ctypes.c_void_p))
             lib.espeak_Terminate()
-            _chunks.clear()
             _ctypes.dlclose(lib._handle)
 
 
 def _voice_identifiers(lib: ctypes.CDLL, language: str | None) -> list[str]:
-    """Identifiers from espeak_ListVoices, e.g. 'gmw/en-US', '!v/m3' (variants: language 'variant')."""
+    """espeak_ListVoices identifiers, e.g. 'gmw/en-US', or '!v/m3' for language 'variant'."""
     spec = _Voice(languages=language.encode()) if language else None
     voices = lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
     ids, i = [], 0
@@ -162,31 +186,31 @@ def list_voices(language: str | None = "en") -> list[str]:
     -> 'en-us'. Append '+VARIANT' (see `list_variants`) for other speakers.
     """
     with _fresh_espeak() as (lib, _):
-        ids = _voice_identifiers(lib, language)
-    names = [i.rsplit("/", 1)[-1].lower() for i in ids if not i.startswith("!v/")]
-    return list(dict.fromkeys(names))
+        return _voice_names(lib, language)
+
+
+def _voice_names(lib: ctypes.CDLL, language: str | None) -> list[str]:
+    # A variant may declare a language too ('!v/Storm' is listed for 'en'): not a voice.
+    ids = [i for i in _voice_identifiers(lib, language) if not i.startswith("!v/")]
+    return list(dict.fromkeys(i.rsplit("/", 1)[-1].lower() for i in ids))
 
 
 def list_variants() -> list[str]:
     """Variant names for 'voice+VARIANT': m1..m8, f1..f5, klatt..klatt6, and named ones."""
     with _fresh_espeak() as (lib, _):
-        return _variants(lib)
-
-
-def _variants(lib: ctypes.CDLL) -> list[str]:
-    return [i.split("/", 1)[1] for i in _voice_identifiers(lib, "variant")]
+        return [i.split("/", 1)[1] for i in _voice_identifiers(lib, "variant")]
 
 
 def _set_voice(lib: ctypes.CDLL, voice: str) -> None:
     base, _, variant = voice.partition("+")
     # espeak ignores an unknown variant silently ('en+typo' sounds like 'en'), so check it here.
-    if variant and variant not in _variants(lib):
+    variant_file = os.path.join(espeakng_loader.get_data_path(), "voices", "!v", variant)
+    if variant and ("/" in variant or not os.path.isfile(variant_file)):
         raise ValueError(f"unknown espeak-ng variant '{variant}' in voice '{voice}'; "
                          f"e.g. m1..m8, f1..f5, klatt..klatt6 (list_variants() lists all)")
     if not base or lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-        available = [i.rsplit("/", 1)[-1].lower() for i in _voice_identifiers(lib, "en")
-                     if not i.startswith("!v/")]
-        raise ValueError(f"unknown espeak-ng voice '{voice}'; English voices: {', '.join(available)} "
+        english = ", ".join(_voice_names(lib, "en"))
+        raise ValueError(f"unknown espeak-ng voice '{voice}'; English voices: {english} "
                          f"(list_voices(None) lists all; note British English is 'en', not 'en-gb')")
 
 
@@ -215,7 +239,7 @@ def speak(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pit
         params = ((_VOLUME, _VOLUME_PERCENT), (_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range),
                   (_WORDGAP, word_gap))
         for param, value in params:
-            if (err := lib.espeak_SetParameter(param, value, 0)) != _EE_OK:
+            if (err := lib.espeak_SetParameter(param, int(value), 0)) != _EE_OK:
                 raise RuntimeError(f"espeak_SetParameter({param}, {value}) failed with code {err}")
         encoded = text.encode("utf-8") + b"\0"
         err = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
@@ -237,22 +261,25 @@ class SynthUtterance:
     pitch: int = 50
 
 
+NOISE_COLORS = ("white", "pink")
+
+
 def _noise(rng: np.random.Generator, n: int, color: str) -> np.ndarray:
     white = rng.standard_normal(n)
     if color == "white":
         return white
     if color == "pink":  # 1/f power: scale the spectrum by 1/sqrt(f), drop DC
         spectrum = np.fft.rfft(white)
-        f = np.arange(len(spectrum), dtype=np.float64)
         spectrum[0] = 0.0
-        spectrum[1:] /= np.sqrt(f[1:])
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
         return np.fft.irfft(spectrum, n)
-    raise ValueError(f"noise must be 'white' or 'pink', got {color!r}")
+    raise ValueError(f"noise_color must be one of {NOISE_COLORS}, got {color!r}")
 
 
-def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator, color: str = "white") -> np.ndarray:
+def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator,
+              noise_color: str = "white") -> np.ndarray:
     """audio + noise scaled so that 10*log10(mean(audio**2) / mean(noise**2)) == snr_db."""
-    noise = _noise(rng, len(audio), color)
+    noise = _noise(rng, len(audio), noise_color)
     signal_power = float(np.mean(audio.astype(np.float64) ** 2))
     noise *= np.sqrt(signal_power / (np.mean(noise ** 2) * 10.0 ** (snr_db / 10.0)))
     return (audio + noise).astype(np.float32)
@@ -266,15 +293,16 @@ def _utterance_rng(seed: int, utt_id: str) -> np.random.Generator:
 
 
 def render_utterance(utt: SynthUtterance, sample_rate: int = 16000, noise_snr_db: float | None = None,
-                     seed: int = 0, noise: str = "white") -> np.ndarray:
+                     seed: int = 0, noise_color: str = "white") -> np.ndarray:
     """Speak, resample to `sample_rate` and optionally add noise: (T,) float32, peak <= 1."""
-    import torch, torchaudio  # noqa: E401 -- heavy; only the data-dir path needs them
+    import torch  # heavy; only the data-dir path needs them
+    import torchaudio
 
     audio, espeak_rate = speak(utt.text, voice=utt.voice, rate=utt.rate, pitch=utt.pitch)
     if sample_rate != espeak_rate:
         audio = torchaudio.functional.resample(torch.from_numpy(audio), espeak_rate, sample_rate).numpy()
     if noise_snr_db is not None:
-        audio = add_noise(audio, noise_snr_db, _utterance_rng(seed, utt.utt_id), noise)
+        audio = add_noise(audio, noise_snr_db, _utterance_rng(seed, utt.utt_id), noise_color)
     peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
     if peak > 1.0:  # scale rather than clip: keeps the SNR and avoids clipping distortion
         audio = audio / peak
@@ -283,17 +311,16 @@ def render_utterance(utt: SynthUtterance, sample_rate: int = 16000, noise_snr_db
 
 def _write_wav(job: tuple) -> int:
     """Render one utterance and write its WAV atomically; returns its number of samples."""
-    utt, wav_path, sample_rate, noise_snr_db, seed, noise = job
-    audio = render_utterance(utt, sample_rate, noise_snr_db, seed, noise)
-    tmp = wav_path.with_name(f".{wav_path.name}.tmp")
-    sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, wav_path)
+    utt, wav_path, sample_rate, noise_snr_db, seed, noise_color = job
+    audio = render_utterance(utt, sample_rate, noise_snr_db, seed, noise_color)
+    with atomic_path(wav_path) as tmp:
+        sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
     return len(audio)
 
 
 def _init_worker() -> None:
     import torch
-    torch.set_num_threads(1)  # one process per core already; more threads only contend
+    torch.set_num_threads(1)  # one process per core already
 
 
 def _check_utterances(utterances: Sequence[SynthUtterance]) -> None:
@@ -319,21 +346,22 @@ def _check_utterances(utterances: Sequence[SynthUtterance]) -> None:
 
 def write_synth_data_dir(out_dir: str | os.PathLike, utterances: Sequence[SynthUtterance],
                          sample_rate: int = 16000, noise_snr_db: float | None = None, seed: int = 0,
-                         num_workers: int = 1, noise: str = "white") -> Path:
+                         num_workers: int = 1, noise_color: str = "white") -> Path:
     """Synthesise `utterances` into a Kaldi data directory and return its path.
 
     Writes out_dir/wav/<utt_id>.wav (16-bit PCM, mono, `sample_rate`) and wav.scp (absolute
     paths), text, utt2spk, spk2utt, utt2dur (seconds). With `noise_snr_db`, white or pink
     noise is added at that SNR, seeded by (seed, utt_id). `num_workers` > 1 renders in a
-    spawn process pool.
+    spawn process pool (so a calling script needs the `if __name__ == "__main__":` guard).
     """
     utterances = list(utterances)
     _check_utterances(utterances)
-    _noise(np.random.default_rng(0), 1, noise)  # reject a bad noise colour up front
+    if noise_color not in NOISE_COLORS:
+        raise ValueError(f"noise_color must be one of {NOISE_COLORS}, got {noise_color!r}")
     out_dir = Path(out_dir).resolve()
     wav_dir = out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(u, wav_dir / f"{u.utt_id}.wav", sample_rate, noise_snr_db, seed, noise) for u in utterances]
+    jobs = [(u, wav_dir / f"{u.utt_id}.wav", sample_rate, noise_snr_db, seed, noise_color) for u in utterances]
     if num_workers > 1 and len(jobs) > 1:
         # spawn, not fork: the parent may hold torch threads and the espeak lock.
         with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs)), _init_worker) as pool:
@@ -351,8 +379,8 @@ def write_synth_data_dir(out_dir: str | os.PathLike, utterances: Sequence[SynthU
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Speak texts with espeak-ng into a Kaldi data directory. "
-                                     "Every text is spoken by every --voice; speaker ids are spk01, spk02, ...")
+    parser = argparse.ArgumentParser(description="Speak every text with every --voice into a Kaldi data "
+                                     "dir; speakers are spk01, spk02, ... in --voice order.")
     parser.add_argument("texts", nargs="+")
     parser.add_argument("--out", required=True, help="data directory to write")
     parser.add_argument("--voice", action="append", help=f"repeatable; default {DEFAULT_VOICES[0]}")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from speechlm.atomic import atomic_path
+
 PathLike = Union[str, os.PathLike]
 
 # ESPnet's GlobalMVN default: a floor on the variance, so constant dims divide by ~1e-10.
@@ -80,21 +82,13 @@ class CMVNStats:
         """Write ESPnet's npz atomically: a reader (or a crash) never sees half a file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Same directory, so os.replace is an atomic rename; plain open() keeps the umask's
-        # permissions (mkstemp would make the stats file private to its writer).
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:  # a file object, so np.savez adds no ".npz" suffix
-                np.savez(
-                    f,
-                    count=np.asarray(self.count, dtype=np.int64),
-                    sum=self.sum.astype(np.float64),
-                    sum_square=self.sum_square.astype(np.float64),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz"
+            np.savez(
+                f,
+                count=np.asarray(self.count, dtype=np.int64),
+                sum=self.sum.astype(np.float64),
+                sum_square=self.sum_square.astype(np.float64),
+            )
 
     @classmethod
     def load(cls, path: PathLike) -> "CMVNStats":

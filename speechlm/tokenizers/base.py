@@ -22,7 +22,6 @@ On disk (`save` / `load_tokenizer`) a tokenizer is a directory::
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,8 @@ from typing import Any
 
 import hydra.utils
 import yaml
+
+from speechlm.atomic import atomic_write_bytes
 
 BLANK = "<blank>"
 UNK = "<unk>"
@@ -167,10 +168,10 @@ class Tokenizer(ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {k: v for k, v in self.to_dict().items() if not isinstance(v, bytes)}
-        write_atomic(directory / TOKENS_FILE, "".join(t + "\n" for t in self._tokens).encode())
+        atomic_write_bytes(directory / TOKENS_FILE, "".join(t + "\n" for t in self._tokens).encode())
         # yaml last: a directory with a tokenizer.yaml is complete.
         text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
-        write_atomic(directory / CONFIG_FILE, text.encode())
+        atomic_write_bytes(directory / CONFIG_FILE, text.encode())
         return directory
 
     @classmethod
@@ -208,14 +209,3 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     return tokenizer
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a tokenizer dir is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -16,13 +16,14 @@ from typing import Any
 
 import sentencepiece as spm
 
+from speechlm.atomic import atomic_write_bytes
+
 from speechlm.tokenizers.base import (
     BLANK,
     SOS_EOS,
     SPECIAL_TOKENS,
     UNK,
     Tokenizer,
-    write_atomic,
 )
 
 MODEL_TYPES = ("bpe", "unigram")
@@ -137,7 +138,7 @@ class SentencePieceTokenizer(Tokenizer):
         """As `Tokenizer.save`, plus the model as `bpe.model` / `unigram.model`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_atomic(directory / _model_file_name(self._model_type), self._model)
+        atomic_write_bytes(directory / _model_file_name(self._model_type), self._model)
         return super().save(directory)
 
     @classmethod

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torchaudio
 
