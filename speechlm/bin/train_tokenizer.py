@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from speechlm.data.kaldi_dir import TableLine, iter_table
 from speechlm.tokenizers import (
     CharTokenizer,
     SentencePieceTokenizer,
@@ -110,14 +111,11 @@ def read_transcripts(path: Path, errors: list[str]) -> list[str]:
     run lists everything to fix.
     """
     transcripts = []
-    for lineno, line in _decoded_lines(path, errors):
-        fields = line.split(maxsplit=1)
-        if not fields:
-            errors.append(f"{path}:{lineno}: empty line")
-        elif len(fields) == 1:
-            errors.append(f"{path}:{lineno}: empty transcript")
+    for tl in _table_lines(path, errors):
+        if tl.value is None:
+            errors.append(f"{path}:{tl.line}: empty transcript")
         else:
-            transcripts.append(fields[1].strip())
+            transcripts.append(tl.value.strip())
     if not transcripts and not errors:
         errors.append(f"{path}: no transcripts")
     return transcripts
@@ -126,33 +124,24 @@ def read_transcripts(path: Path, errors: list[str]) -> list[str]:
 def read_symbols(path: Path, errors: list[str]) -> list[str]:
     """Non-linguistic symbols, one per line; blank lines are skipped (faults -> `errors`)."""
     symbols = []
-    for lineno, line in _decoded_lines(path, errors):
-        fields = line.split()
-        if len(fields) > 1:
-            errors.append(f"{path}:{lineno}: one symbol per line, got {len(fields)} fields")
-        elif fields:
-            symbols.append(fields[0])
+    for tl in _table_lines(path, errors, blank_ok=True):
+        if tl.value is not None:
+            errors.append(f"{path}:{tl.line}: one symbol per line, got {len(tl.value.split()) + 1} fields")
+        elif tl.key:
+            symbols.append(tl.key)
     return symbols
 
 
-def _decoded_lines(path: Path, errors: list[str]) -> Iterator[tuple[int, str]]:
-    """(line number, text) for each UTF-8 line; undecodable lines go to `errors`."""
+def _table_lines(path: Path, errors: list[str], blank_ok: bool = False) -> Iterator[TableLine]:
+    """Parsed lines of a Kaldi-style file; unreadable lines go to `errors`."""
     try:
-        f = open(path, "rb")
+        for tl in iter_table(path):
+            if tl.error and not (blank_ok and tl.error == "empty line"):
+                errors.append(f"{path}:{tl.line}: {tl.error}")
+            elif not tl.error:
+                yield tl
     except OSError as e:
         errors.append(f"{path}: {e.strerror}")
-        return
-    with f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                errors.append(
-                    f"{path}:{lineno}: not valid UTF-8 "
-                    f"(byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line)"
-                )
-                continue
-            yield lineno, line
 
 
 def _fail(errors: list[str]) -> int:
