@@ -46,3 +46,16 @@ def make_data_dir(root: Path, speakers=("spkA", "spkB"), per_speaker: int = 3, s
         spk2utt.setdefault(s, []).append(u)
     (d / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk2utt.items())))
     return d
+
+
+# Transcripts for tokenizer tests: digits, punctuation, quotes, non-linguistic symbols.
+TEXT_CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "one seven three",
+    "two nine nine four one",
+    "hello, world! it's a test.",
+    "[noise] okay so one two three [noise]",
+    'she said: "don\'t stop" -- then left?',
+    "<laugh> that's funny",
+    "seven seven three one zero",
+]

@@ -2,20 +2,11 @@
 
 import pytest
 import torch
+from fixtures import TEXT_CORPUS as CORPUS
 
 from speechlm.tokenizers import CharTokenizer
 from speechlm.tokenizers.base import normalize_whitespace
 
-CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "one seven three",
-    "two nine nine four one",
-    "hello, world! it's a test.",
-    "[noise] okay so one two three [noise]",
-    'she said: "don\'t stop" -- then left?',
-    "<laugh> that's funny",
-    "seven seven three one zero",
-]
 SYMBOLS = ["[noise]", "<laugh>"]
 
 

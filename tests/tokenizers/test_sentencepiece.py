@@ -2,19 +2,10 @@
 
 import pytest
 import sentencepiece as spm
+from fixtures import TEXT_CORPUS as CORPUS
 
 from speechlm.tokenizers import SentencePieceTokenizer
 
-CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "one seven three",
-    "two nine nine four one",
-    "hello, world! it's a test.",
-    "[noise] okay so one two three [noise]",
-    'she said: "don\'t stop" -- then left?',
-    "<laugh> that's funny",
-    "seven seven three one zero",
-]
 SYMBOLS = ["[noise]", "<laugh>"]
 VOCAB_SIZE = 40  # this corpus needs >= 38 and allows <= 55 (unigram) / 220 (bpe)
 

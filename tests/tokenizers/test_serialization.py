@@ -5,6 +5,7 @@ import io
 import hydra.utils
 import pytest
 import torch
+from fixtures import TEXT_CORPUS
 
 from speechlm.tokenizers import (
     CharTokenizer,
@@ -14,15 +15,7 @@ from speechlm.tokenizers import (
     tokenizer_from_dict,
 )
 
-CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "one seven three",
-    "two nine nine four one",
-    "hello, world! it's a test.",
-    "[noise] okay so one two three [noise]",
-    'she said: "don\'t stop" -- then left?',
-    "<laugh> that's funny",
-    "seven seven three one zero",
+CORPUS = TEXT_CORPUS + [
     # words YAML would turn into bools, nulls or numbers if written unquoted
     "no yes null 1 true ~ # : '",
 ]

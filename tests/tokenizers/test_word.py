@@ -1,20 +1,10 @@
 """WordTokenizer: frequency-ordered words, `<unk>` for the rest."""
 
 import pytest
+from fixtures import TEXT_CORPUS as CORPUS
 
 from speechlm.tokenizers import WordTokenizer
 from speechlm.tokenizers.base import normalize_whitespace
-
-CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "one seven three",
-    "two nine nine four one",
-    "hello, world! it's a test.",
-    "[noise] okay so one two three [noise]",
-    'she said: "don\'t stop" -- then left?',
-    "<laugh> that's funny",
-    "seven seven three one zero",
-]
 
 
 @pytest.fixture(scope="module")
