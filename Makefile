@@ -5,16 +5,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+ESPNET_VERSION := 202511
 
 .PHONY: install demo test test-all bench clean
 
 install: $(STAMP)
 
 # Re-installs only when the project's packaging changes.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# ESPnet is a test-only peer; --no-deps because one of its dependencies (ci_sdr)
+	# declares a git URL that pip rejects. pyproject's [dev] lists what we need of its deps.
+	$(PY) -m pip install --quiet --no-deps espnet==$(ESPNET_VERSION)
 	touch $(STAMP)
 
 demo: install

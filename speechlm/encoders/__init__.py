@@ -1,0 +1,4 @@
+"""Speech encoders: Transformer, Conformer, E-Branchformer (ESPnet-compatible)."""
+from speechlm.encoders.base import EncoderOutput
+
+__all__ = ["EncoderOutput"]

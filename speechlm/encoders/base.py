@@ -1,0 +1,81 @@
+"""What every encoder shares: input layer -> positional encoding -> blocks -> final norm,
+with per-layer outputs on request and layer drop. Families differ only in their blocks.
+
+A block is called as `block(x (B, T, D), pos_emb, mask (B, 1, T)) -> (B, T, D)`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from speechlm.nn.masks import valid_mask
+from speechlm.nn.positional import NoPositionalEncoding, PositionalEncoding, RelPositionalEncoding
+from speechlm.nn.subsampling import Conv2dSubsampling, LinearInput
+
+
+class EncoderOutput(NamedTuple):
+    output: Tensor  # (B, T', D)
+    lengths: Tensor  # (B,)
+    intermediate: dict[int, Tensor]  # 1-based layer number -> (B, T', D)
+
+
+def input_layer(kind: str, idim: int, odim: int, dropout_rate: float) -> nn.Module:
+    """ESPnet's `input_layer` names: conv2d (x4), conv2d2, conv2d6, conv2d8, linear."""
+    if kind == "linear":
+        return LinearInput(idim, odim, dropout_rate)
+    return Conv2dSubsampling(idim, odim, kind)
+
+
+def positional_encoding(kind: str, d_model: int, dropout_rate: float) -> nn.Module:
+    """ESPnet's `pos_enc_layer_type` names: abs_pos, rel_pos; "none" for RoPE."""
+    if kind == "abs_pos":
+        return PositionalEncoding(d_model, dropout_rate)
+    if kind == "rel_pos":
+        return RelPositionalEncoding(d_model, dropout_rate)
+    if kind == "none":
+        return NoPositionalEncoding(d_model, dropout_rate)
+    raise ValueError(f"unsupported pos_enc_layer_type '{kind}' (abs_pos, rel_pos, none; legacy_rel_pos is not supported)")
+
+
+def per_layer(rate: float | Sequence[float], num_blocks: int) -> list[float]:
+    rates = [float(rate)] * num_blocks if isinstance(rate, (int, float)) else [float(r) for r in rate]
+    if len(rates) != num_blocks:
+        raise ValueError(f"{len(rates)} stochastic depth rates for {num_blocks} blocks")
+    return rates
+
+
+class Encoder(nn.Module):
+    """Subclasses set `embed`, `pos_enc`, `encoders` (a ModuleList of blocks) and
+    `after_norm` (or None), and say whether intermediate outputs get the final norm."""
+
+    embed: nn.Module
+    pos_enc: nn.Module
+    encoders: nn.ModuleList
+    after_norm: nn.Module | None
+    norm_intermediate: bool = True
+    layer_drop_rate: float = 0.0
+
+    def output_size(self) -> int:
+        return self._output_size
+
+    def forward(self, xs: Tensor, lengths: Tensor, return_layers: Sequence[int] = ()) -> EncoderOutput:
+        """xs (B, T, F), lengths (B,) -> EncoderOutput; `return_layers` are 1-based."""
+        x, lengths = self.embed(xs, lengths)
+        x, pos_emb = self.pos_enc(x)
+        mask = valid_mask(lengths, x.shape[1]).unsqueeze(1)
+        dropped = None
+        if self.training and self.layer_drop_rate > 0:
+            dropped = (torch.rand(len(self.encoders)) < self.layer_drop_rate).tolist()
+        intermediate = {}
+        for i, block in enumerate(self.encoders, start=1):
+            if dropped is not None and dropped[i - 1]:
+                continue
+            x = block(x, pos_emb, mask)
+            if i in return_layers:
+                norm = self.after_norm is not None and self.norm_intermediate
+                intermediate[i] = self.after_norm(x) if norm else x
+        if self.after_norm is not None:
+            x = self.after_norm(x)
+        return EncoderOutput(x, lengths, intermediate)

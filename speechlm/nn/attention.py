@@ -1,0 +1,85 @@
+"""Multi-head self-attention, plain and with Transformer-XL relative positions.
+
+Numerically ESPnet's `MultiHeadedAttention` / `RelPositionMultiHeadedAttention`
+(rel_pos_type "latest"), with ESPnet's parameter names except that the three input
+projections are one fused `qkv` Linear (one matmul instead of three). The relative
+shift is a strided view, not ESPnet's pad-and-reshape copy.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from speechlm.nn.dropout import Dropout
+from speechlm.nn.positional import RotaryEmbedding
+
+
+def rel_shift(bd: Tensor) -> Tensor:
+    """(B, H, T, 2T-1) scores against relative positions T-1 .. -(T-1) ->
+    (B, H, T, T) with out[..., i, j] = bd[..., i, T-1-i+j] (position i - j)."""
+    b, h, t, n = bd.shape
+    bd = bd.contiguous()
+    # Row i starts at offset (T-1-i) within its row: a step of n-1 = 2T-2 per row.
+    return bd.as_strided((b, h, t, t), (h * t * n, t * n, n - 1, 1), bd.storage_offset() + t - 1)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention; `rope=True` rotates q and k (no positional table needed)."""
+
+    def __init__(self, n_head: int, n_feat: int, dropout_rate: float = 0.0, rope: bool = False):
+        super().__init__()
+        if n_feat % n_head:
+            raise ValueError(f"n_feat {n_feat} is not divisible by n_head {n_head}")
+        self.h, self.d_k = n_head, n_feat // n_head
+        self.qkv = nn.Linear(n_feat, 3 * n_feat)
+        self.linear_out = nn.Linear(n_feat, n_feat)
+        self.dropout = Dropout(dropout_rate)
+        self.rope = RotaryEmbedding(self.d_k) if rope else None
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, T, D) -> q, k, v each (B, H, T, d_k)."""
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.h, self.d_k).permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def attend(self, scores: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """scores (B, H, T, T) already scaled; mask (B, 1, T) True on real keys."""
+        if mask is not None:
+            scores = scores.masked_fill(~mask.unsqueeze(1), torch.finfo(scores.dtype).min)
+        # Every query row has at least one real key, so masked keys get exactly 0 weight
+        # after the softmax: ESPnet's second masked_fill is not needed.
+        x = self.dropout(torch.softmax(scores, dim=-1)) @ v  # (B, H, T, d_k)
+        b, _, t, _ = x.shape
+        return self.linear_out(x.transpose(1, 2).reshape(b, t, self.h * self.d_k))
+
+    def forward(self, x: Tensor, pos_emb: Tensor | None, mask: Tensor | None) -> Tensor:
+        """x (B, T, D), mask (B, 1, T) -> (B, T, D). pos_emb is unused (uniform call)."""
+        q, k, v = self.project(x)
+        if self.rope is not None:
+            q, k = self.rope(q, k)
+        return self.attend((q @ k.transpose(-2, -1)) / math.sqrt(self.d_k), v, mask)
+
+
+class RelPositionMultiHeadAttention(MultiHeadAttention):
+    """Transformer-XL attention (Dai et al. 2019, as in ESPnet's "latest" rel_pos):
+    scores = ((q + u) k^T + shift((q + v) p^T)) / sqrt(d_k)."""
+
+    def __init__(self, n_head: int, n_feat: int, dropout_rate: float = 0.0, zero_triu: bool = False):
+        super().__init__(n_head, n_feat, dropout_rate)
+        if zero_triu:
+            raise ValueError("zero_triu=True is not supported (ESPnet's default is False)")
+        self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.empty(self.h, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.empty(self.h, self.d_k))
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+
+    def forward(self, x: Tensor, pos_emb: Tensor, mask: Tensor | None) -> Tensor:
+        """x (B, T, D), pos_emb (1, 2T-1, D), mask (B, 1, T) -> (B, T, D)."""
+        q, k, v = self.project(x)
+        p = self.linear_pos(pos_emb).view(-1, self.h, self.d_k).transpose(0, 1)  # (H, 2T-1, d_k)
+        ac = (q + self.pos_bias_u.unsqueeze(1)) @ k.transpose(-2, -1)
+        bd = rel_shift((q + self.pos_bias_v.unsqueeze(1)) @ p.transpose(-2, -1))
+        return self.attend((ac + bd) / math.sqrt(self.d_k), v, mask)

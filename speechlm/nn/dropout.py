@@ -1,0 +1,48 @@
+"""Dropout with a cheaper random mask.
+
+On CPU, `torch.nn.Dropout` spends most of its time drawing one Bernoulli sample per
+element (`aten::bernoulli_`): profiling a Conformer on 2 cores put 30% of the encoder's
+time there. Here each element's keep/drop decision comes from 16 random bits (one int64
+draw serves four elements), so the mask costs a fraction of that, with the same
+semantics up to quantising p to a multiple of 1/65536; the kept values are scaled by
+1/(1 - p_quantised) so the expectation is exactly preserved.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+_LEVELS = 1 << 16
+
+
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
+    """A bool mask keeping each element with probability 1 - p' and the scale 1/(1 - p'),
+    where p' = round(p * 65536) / 65536."""
+    drop_levels = round(p * _LEVELS)
+    n = 1
+    for s in shape:
+        n *= s
+    words = torch.empty(((n + 3) // 4,), dtype=torch.int64, device=device).random_(-(1 << 63), None)
+    bits = words.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
+    return bits >= (drop_levels - (_LEVELS >> 1)), _LEVELS / (_LEVELS - drop_levels)
+
+
+class Dropout(nn.Module):
+    """Drop-in `nn.Dropout` (no parameters, identity in eval mode)."""
+
+    def __init__(self, p: float = 0.1):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":  # the fused kernels are fast there
+            return nn.functional.dropout(x, self.p, True)
+        keep, scale = keep_mask(x.shape, self.p, x.device)
+        return torch.where(keep, x * scale, 0.0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
