@@ -21,10 +21,10 @@ class EncoderOutput(NamedTuple):
     intermediate: dict[int, Tensor]  # 1-based layer number -> (B, T', D)
 
 
-def input_layer(kind: str, idim: int, odim: int, dropout_rate: float) -> nn.Module:
+def input_layer(kind: str, idim: int, odim: int, dropout_rate: float, linear_relu: bool = False) -> nn.Module:
     """ESPnet's `input_layer` names: conv2d (x4), conv2d2, conv2d6, conv2d8, linear."""
     if kind == "linear":
-        return LinearInput(idim, odim, dropout_rate)
+        return LinearInput(idim, odim, dropout_rate, relu=linear_relu)
     return Conv2dSubsampling(idim, odim, kind)
 
 

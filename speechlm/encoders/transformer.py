@@ -68,7 +68,8 @@ class TransformerEncoder(Encoder):
         self._output_size = output_size
         self.interctc_layer_idx = list(interctc_layer_idx)
         self.layer_drop_rate = layer_drop_rate
-        self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate)
+        # ESPnet's Transformer (only) puts a ReLU after its linear input layer
+        self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate, linear_relu=True)
         self.pos_enc = positional_encoding("none" if use_rope else pos_enc_layer_type, output_size, positional_dropout_rate)
         act = activation(activation_type)
         self.encoders = nn.ModuleList(

@@ -15,16 +15,32 @@ from torch import Tensor, nn
 _LEVELS = 1 << 16
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[Tensor, float]:
-    """A bool mask keeping each element with probability 1 - p' and the scale 1/(1 - p'),
-    where p' = round(p * 65536) / 65536."""
+def dropout_multiplier(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """0 for dropped elements, 1/(1 - p') for kept ones, each dropped with probability
+    p' = round(p * 65536) / 65536."""
     drop_levels = round(p * _LEVELS)
     n = 1
     for s in shape:
         n *= s
     words = torch.empty(((n + 3) // 4,), dtype=torch.int64, device=device).random_(-(1 << 63), None)
     bits = words.view(torch.int16)[:n].view(shape)  # uniform over [-32768, 32767]
-    return bits >= (drop_levels - (_LEVELS >> 1)), _LEVELS / (_LEVELS - drop_levels)
+    keep = bits >= (drop_levels - (_LEVELS >> 1))
+    return keep.to(dtype).mul_(_LEVELS / (_LEVELS - drop_levels))
+
+
+class _MultiplyByMask(torch.autograd.Function):
+    """x * m with only m saved: one multiply each way (torch.where with a bool mask
+    costs an extra pass in both directions)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, multiplier: Tensor) -> Tensor:
+        ctx.save_for_backward(multiplier)
+        return x * multiplier
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (multiplier,) = ctx.saved_tensors
+        return grad * multiplier, None
 
 
 class Dropout(nn.Module):
@@ -41,8 +57,7 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":  # the fused kernels are fast there
             return nn.functional.dropout(x, self.p, True)
-        keep, scale = keep_mask(x.shape, self.p, x.device)
-        return torch.where(keep, x * scale, 0.0)
+        return _MultiplyByMask.apply(x, dropout_multiplier(x.shape, self.p, x.dtype, x.device))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
