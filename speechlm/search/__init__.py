@@ -1,0 +1,16 @@
+"""Decoding: CTC greedy and prefix beam search, vectorised CTC prefix scoring for batched
+joint CTC/attention beam search."""
+from speechlm.search.ctc_greedy import CTCGreedyResult, ctc_greedy_search
+from speechlm.search.ctc_prefix_beam import CTCHypothesis, ctc_prefix_beam_search, ctc_prefix_beam_search_batch
+from speechlm.search.ctc_prefix_score import CTCPrefixCandidates, CTCPrefixScorer, CTCPrefixState
+
+__all__ = [
+    "CTCGreedyResult",
+    "ctc_greedy_search",
+    "CTCHypothesis",
+    "ctc_prefix_beam_search",
+    "ctc_prefix_beam_search_batch",
+    "CTCPrefixCandidates",
+    "CTCPrefixScorer",
+    "CTCPrefixState",
+]
