@@ -32,7 +32,7 @@ def digit_utterances(voices: list[str], per_voice: int, seed: int) -> list[Synth
     rng = random.Random(seed)
     utts = []
     for v, voice in enumerate(voices):
-        spk = f"v{voice.replace('+', '-')}"
+        spk = voice.replace('-', '_').replace('+', '_')  # sclite ids: no '-' inside a speaker id
         for i in range(per_voice):
             text = " ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, 7)))
             utts.append(SynthUtterance(f"{spk}-{i:03d}", spk, text, voice, rate=rng.randint(140, 200), pitch=rng.randint(35, 65)))

@@ -45,3 +45,15 @@ def test_train_writes_exp_dir_and_resumes(tmp_path):
     assert tokenizer.vocab_size == config["vocab_size"]
     enc = model.encode(torch.randn(1, 16000), torch.tensor([16000]))
     assert enc.output.shape[-1] == 32
+
+    # decode with the trained checkpoint (CTC greedy and joint beam search), then score
+    from speechlm.bin.score import main as score_main
+    for method in ("ctc_greedy", "joint"):
+        out = tmp_path / f"decode_{method}"
+        proc = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={exp / 'checkpoints/last.ckpt'}",
+                               f"data_dir={data}", f"out_dir={out}", f"method={method}", "beam_size=2", "maxlenratio=0.5"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len((out / "hyp.trn").read_text().splitlines()) == 6
+        assert score_main([str(out)]) == 0
+        assert "Sum/Avg" in (out / "result.txt").read_text()

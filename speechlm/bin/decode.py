@@ -1,0 +1,77 @@
+"""Decode a data dir with a trained model; write sclite trn files.
+
+    python -m speechlm.bin.decode checkpoint=exp/conformer/model.avg.ckpt data_dir=data/test \
+        out_dir=exp/conformer/decode_test beam_size=10 ctc_weight=0.3
+
+Utterances are decoded in duration-bucketed batches (joint CTC/attention beam search is
+batched over utterances and hypotheses). Writes out_dir/hyp.trn, ref.trn (if the dir has
+transcripts) and a Kaldi `text` of hypotheses, and logs the real-time factor.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from speechlm.atomic import atomic_write_text
+from speechlm.data.collate import collate_audio
+from speechlm.data.dataset import AudioDataset
+from speechlm.data.sampler import DurationBucketSampler
+from speechlm.scoring.trn import trn_rows, write_trn
+from speechlm.search.ctc_greedy import ctc_greedy_search
+from speechlm.search.joint_beam import joint_beam_search
+from speechlm.train.pretrained import load_pretrained
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+log = logging.getLogger("speechlm.decode")
+
+
+@torch.no_grad()
+def decode_batch(model, batch: dict, cfg) -> list[list[int]]:
+    """Token ids of the best hypothesis of each utterance in a collated batch."""
+    enc = model.encode(batch["audio"], batch["audio_lens"])
+    ctc_logp = model.ctc.log_softmax(enc.output) if getattr(model, "ctc", None) is not None else None
+    if cfg.method == "ctc_greedy":
+        return [r.tokens for r in ctc_greedy_search(ctc_logp, enc.lengths, blank=model.blank_id)]
+    ctc_weight = cfg.ctc_weight if ctc_logp is not None else 0.0
+    hyps = joint_beam_search(
+        model.decoder, ctc_logp, enc.output, enc.lengths, sos=model.sos, eos=model.eos, beam_size=cfg.beam_size,
+        ctc_weight=ctc_weight, length_penalty=cfg.penalty, maxlenratio=cfg.maxlenratio, minlenratio=cfg.minlenratio,
+        blank=model.blank_id,
+    )
+    return [h[0].tokens if h else [] for h in hyps]
+
+
+def decode_data_dir(cfg) -> dict[str, str]:
+    model, tokenizer, config = load_pretrained(cfg.checkpoint, cfg.device)
+    sample_rate = int(config["frontend"]["sample_rate"])
+    ds = AudioDataset(cfg.data_dir, sample_rate=sample_rate)
+    sampler = DurationBucketSampler(ds.durations, cfg.batch_seconds, shuffle=False)
+    hyps, start = {}, time.time()
+    for batch_ids in sampler:
+        batch = collate_audio([ds[i] for i in batch_ids])
+        for utt, tokens in zip(batch["ids"], decode_batch(model, batch, cfg)):
+            hyps[utt] = tokenizer.decode(tokens)
+    elapsed, audio = time.time() - start, sum(ds.durations)
+    log.info("decoded %d utterances (%.1f s of audio) in %.1f s: RTF %.3f", len(hyps), audio, elapsed, elapsed / max(audio, 1e-9))
+    out = Path(cfg.out_dir)
+    write_trn(out / "hyp.trn", trn_rows(hyps, ds.dd.utt2spk))
+    if ds.dd.text is not None:
+        write_trn(out / "ref.trn", trn_rows(ds.dd.text, ds.dd.utt2spk))
+    atomic_write_text(out / "text", "".join(f"{u} {hyps[u]}\n" for u in sorted(hyps)))
+    return hyps
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="decode", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    torch.set_flush_denormal(True)
+    decode_data_dir(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
