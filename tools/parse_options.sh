@@ -2,7 +2,10 @@
 # Kaldi-style option parsing for recipe scripts: `. tools/parse_options.sh` after setting
 # defaults turns `--stage 3 --test-speakers theo` into stage=3 test_speakers=theo. Only
 # variables that already exist may be set (a typo is an error); `--help` prints them.
-# What remains after the options is left in "$@".
+# What remains after the options is left in "$@". With `passthrough_unknown=true` set
+# before sourcing, unknown options are collected (with their values) into the array
+# `passthrough` instead, for a run.sh to hand on to tools/asr.sh.
+passthrough=()
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +25,8 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
   var="${name#--}"; var="${var//-/_}"
-  if [ -z "${!var+x}" ]; then
+  if [ -z "${!var+x}" ] || [ "$var" = passthrough ] || [ "$var" = passthrough_unknown ]; then
+    if [ "${passthrough_unknown:-false}" = true ]; then passthrough+=("$name" "$value"); continue; fi
     echo "$0: unknown option $name" >&2; exit 1
   fi
   printf -v "$var" '%s' "$value"

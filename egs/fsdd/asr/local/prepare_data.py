@@ -1,0 +1,93 @@
+"""Connected-digit utterances from FSDD's isolated digits: one speaker's recordings
+concatenated with random 50-300 ms gaps (deterministic per seed), resampled 8 -> 16 kHz.
+
+Splits: test = the --test-speakers (held out entirely); dev = the other speakers' takes
+0-4 (FSDD's own test convention); train = their takes 5-49. Derived audio keeps FSDD's
+licence, CC BY-SA 4.0 (Zohar Jackson and contributors).
+
+    python local/prepare_data.py --fsdd-dir downloads/fsdd --out data --test-speakers theo
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from speechlm.data.audio import resample
+from speechlm.data.kaldi_dir import DataDir
+
+DIGITS = "zero one two three four five six seven eight nine".split()
+RATE = 16000
+
+
+def recordings(fsdd: Path) -> dict[str, list[tuple[int, int, Path]]]:
+    """speaker -> [(digit, take, path)]"""
+    by_speaker = defaultdict(list)
+    for path in sorted((fsdd / "recordings").glob("*.wav")):
+        m = re.fullmatch(r"(\d)_([a-z]+)_(\d+)", path.stem)
+        if m is None:
+            raise ValueError(f"{path}: not an FSDD file name (digit_speaker_take.wav)")
+        by_speaker[m.group(2)].append((int(m.group(1)), int(m.group(3)), path))
+    if not by_speaker:
+        raise FileNotFoundError(f"{fsdd}/recordings: no FSDD recordings")
+    return by_speaker
+
+
+def make_split(pool: dict[str, list], per_speaker: int, rng: random.Random, out: Path, tag: str,
+               max_digits: int) -> DataDir:
+    wav_scp, text, utt2spk = {}, {}, {}
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    for spk, recs in sorted(pool.items()):
+        for i in range(per_speaker):
+            picks = [rng.choice(recs) for _ in range(rng.randint(1, max_digits))]
+            pieces = []
+            for n, (_, _, path) in enumerate(picks):
+                audio, sr = sf.read(path, dtype="float32")
+                if n:
+                    pieces.append(np.zeros(int(sr * rng.uniform(0.05, 0.3)), dtype=np.float32))
+                pieces.append(audio)
+            wav = resample(torch.from_numpy(np.concatenate(pieces)), sr, RATE).numpy()
+            utt = f"{spk}-{tag}{i:04d}"
+            path = (out / "wav" / f"{utt}.wav").resolve()
+            sf.write(path, wav, RATE, subtype="PCM_16")
+            wav_scp[utt], utt2spk[utt] = str(path), spk
+            text[utt] = " ".join(DIGITS[d] for d, _, _ in picks)
+    dd = DataDir(wav_scp=wav_scp, utt2spk=utt2spk, text=text)
+    dd.save(out)
+    return dd
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fsdd-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("data"))
+    p.add_argument("--test-speakers", default="theo", help="comma/space separated; held out of train and dev")
+    p.add_argument("--train-per-speaker", type=int, default=300)
+    p.add_argument("--dev-per-speaker", type=int, default=10)
+    p.add_argument("--test-per-speaker", type=int, default=100)
+    p.add_argument("--max-digits", type=int, default=7)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    recs = recordings(args.fsdd_dir)
+    test_speakers = set(re.split(r"[,\s]+", args.test_speakers.strip()))
+    unknown = test_speakers - set(recs)
+    if unknown:
+        raise SystemExit(f"--test-speakers: no recordings for {sorted(unknown)}; speakers: {sorted(recs)}")
+    train_pool = {s: [r for r in v if r[1] >= 5] for s, v in recs.items() if s not in test_speakers}
+    dev_pool = {s: [r for r in v if r[1] < 5] for s, v in recs.items() if s not in test_speakers}
+    test_pool = {s: v for s, v in recs.items() if s in test_speakers}
+    for name, pool, n in (("train", train_pool, args.train_per_speaker), ("dev", dev_pool, args.dev_per_speaker),
+                          ("test", test_pool, args.test_per_speaker)):
+        dd = make_split(pool, n, rng, args.out / name, name[:2], args.max_digits)
+        print(f"{args.out / name}: {len(dd)} utterances from {len(pool)} speakers")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Stages 2-8 shared by the ASR recipes (as ESPnet's asr.sh): speed perturbation, validation
+# + CMVN, tokenizer, training, averaging + decoding, scoring. A recipe's run.sh prepares
+# data/{train,dev,test} in stages 0-1 and then calls this with its options:
+#   asr.sh --stage N --stop-stage N --experiment NAME [--test-sets "dev test"] [--train-args "..."]
+set -euo pipefail
+
+stage=2
+stop_stage=100
+experiment=conformer_small
+speed_perturb=true
+token_type=char
+nbpe=100
+test_sets="dev test"
+valid_set=dev
+beam_size=10
+ctc_weight=0.3
+num_avg=3
+train_args=""
+. parse_options.sh
+
+exp=exp/${experiment}
+train_set=train
+[ "$speed_perturb" = true ] && train_set=train_sp
+log() { echo -e "$(date '+%F %T') (asr.sh) $*"; }
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && [ "$speed_perturb" = true ]; then
+  log "stage 2: speed perturbation 0.9/1.0/1.1"
+  python -m speechlm.bin.perturb_speed data/train data/train_sp
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log "stage 3: validate data dirs, global CMVN statistics"
+  for d in "$train_set" $test_sets; do
+    python -m speechlm.bin.validate_data_dir "data/$d" --audio --sample-rate 16000
+  done
+  python -m speechlm.bin.compute_cmvn "data/$train_set" data/cmvn.npz
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log "stage 4: $token_type tokenizer"
+  size=""; [ "$token_type" = bpe ] || [ "$token_type" = unigram ] && size="--vocab-size $nbpe"
+  # shellcheck disable=SC2086
+  python -m speechlm.bin.train_tokenizer --data-dir "data/$train_set" --type "$token_type" $size --out data/tokenizer
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log "stage 6: train ($exp)"
+  # shellcheck disable=SC2086
+  python -m speechlm.bin.train --config-dir conf experiment="$experiment" exp_dir="$exp" \
+    data.train_dir="data/$train_set" data.valid_dir="data/$valid_set" tokenizer_dir=data/tokenizer \
+    cmvn_stats=data/cmvn.npz $train_args
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  log "stage 7: average the $num_avg best checkpoints, decode"
+  python -m speechlm.bin.average_checkpoints "$exp" --num "$num_avg"
+  for d in $test_sets; do
+    python -m speechlm.bin.decode checkpoint="$exp/model.avg.ckpt" data_dir="data/$d" \
+      out_dir="$exp/decode_${d}" beam_size="$beam_size" ctc_weight="$ctc_weight"
+  done
+fi
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  log "stage 8: score"
+  for d in $test_sets; do
+    python -m speechlm.bin.score "$exp/decode_${d}" --results-md RESULTS.md --tag "$experiment" --dataset "$d"
+  done
+  cat RESULTS.md
+fi
