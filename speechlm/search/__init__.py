@@ -1,8 +1,9 @@
-"""Decoding: CTC greedy and prefix beam search, vectorised CTC prefix scoring for batched
-joint CTC/attention beam search."""
+"""Decoding: CTC greedy and prefix beam search, vectorised CTC prefix scoring, and the joint
+CTC/attention beam search batched over utterances and hypotheses."""
 from speechlm.search.ctc_greedy import CTCGreedyResult, ctc_greedy_search
 from speechlm.search.ctc_prefix_beam import CTCHypothesis, ctc_prefix_beam_search, ctc_prefix_beam_search_batch
 from speechlm.search.ctc_prefix_score import CTCPrefixCandidates, CTCPrefixScorer, CTCPrefixState
+from speechlm.search.joint_beam import Hypothesis, joint_beam_search
 
 __all__ = [
     "CTCGreedyResult",
@@ -13,4 +14,6 @@ __all__ = [
     "CTCPrefixCandidates",
     "CTCPrefixScorer",
     "CTCPrefixState",
+    "Hypothesis",
+    "joint_beam_search",
 ]
