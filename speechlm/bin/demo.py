@@ -21,23 +21,10 @@ from speechlm.bin import compute_cmvn, perturb_speed, train_tokenizer, validate_
 from speechlm.data.collate import collate_audio
 from speechlm.data.dataset import AudioDataset
 from speechlm.data.sampler import DurationBucketSampler
-from speechlm.data.synth import DEFAULT_VOICES, SynthUtterance, write_synth_data_dir
+from speechlm.data.digits import digit_string_utterances
+from speechlm.data.synth import DEFAULT_VOICES, write_synth_data_dir
 from speechlm.features import Fbank, GlobalCMVN, SpecAugment
 from speechlm.tokenizers.base import load_tokenizer
-
-DIGITS = "zero one two three four five six seven eight nine".split()
-
-
-def digit_utterances(voices: list[str], per_voice: int, seed: int) -> list[SynthUtterance]:
-    rng = random.Random(seed)
-    utts = []
-    for v, voice in enumerate(voices):
-        spk = voice.replace('-', '_').replace('+', '_')  # sclite ids: no '-' inside a speaker id
-        for i in range(per_voice):
-            text = " ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, 7)))
-            utts.append(SynthUtterance(f"{spk}-{i:03d}", spk, text, voice, rate=rng.randint(140, 200), pitch=rng.randint(35, 65)))
-    return utts
-
 
 def step(title: str, argv: list[str], fn) -> None:
     print(f"\n== {title}\n$ python -m speechlm.bin.{fn.__name__.rsplit('.', 1)[-1]} {' '.join(argv)}", flush=True)
@@ -59,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
           "training batches.")
 
     print(f"\n== synthesise connected digits with espeak-ng ({len(DEFAULT_VOICES) - 2} train voices, 2 held-out test voices)")
-    write_synth_data_dir(data / "train", digit_utterances(list(DEFAULT_VOICES[:-2]), args.per_voice, seed=1), noise_snr_db=25, num_workers=2)
-    write_synth_data_dir(data / "test", digit_utterances(list(DEFAULT_VOICES[-2:]), args.per_voice, seed=2), noise_snr_db=25)
+    write_synth_data_dir(data / "train", digit_string_utterances(DEFAULT_VOICES[:-2], args.per_voice, random.Random(1)), noise_snr_db=25, num_workers=2)
+    write_synth_data_dir(data / "test", digit_string_utterances(DEFAULT_VOICES[-2:], args.per_voice, random.Random(2)), noise_snr_db=25)
     for name in ("train", "test"):
         step(f"validate data/{name}", [str(data / name), "--audio", "--sample-rate", "16000"], validate_data_dir)
     step("speed perturbation 0.9/1.0/1.1", [str(data / "train"), str(data / "train_sp")], perturb_speed)

@@ -10,6 +10,7 @@ import torch
 from fixtures import FSDD
 from speechlm.data.collate import collate_audio
 from speechlm.data.dataset import AudioDataset
+from speechlm.data.digits import DIGITS
 from speechlm.data.kaldi_dir import DataDir
 from speechlm.data.sampler import DurationBucketSampler
 from speechlm.data.validate import validate_data_dir
@@ -17,7 +18,7 @@ from speechlm.features import Fbank
 
 pytestmark = pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")
 
-DIGITS = "zero one two three four five six seven eight nine".split()
+
 
 
 def fsdd_data_dir(out, per_speaker_digit: int = 2):

@@ -9,22 +9,11 @@ from __future__ import annotations
 import argparse
 import random
 
-from speechlm.data.synth import DEFAULT_VOICES, SynthUtterance, write_synth_data_dir
+from speechlm.data.digits import digit_string_utterances
+from speechlm.data.synth import DEFAULT_VOICES, write_synth_data_dir
 
-DIGITS = "zero one two three four five six seven eight nine".split()
 TEST_VOICES = DEFAULT_VOICES[-2:]  # en-us-nyc+m8, en-gb-x-gbclan+klatt4: never heard in training
 TRAIN_VOICES = DEFAULT_VOICES[:-2]
-
-
-def utterances(voices, per_voice: int, rng: random.Random, tag: str) -> list[SynthUtterance]:
-    out = []
-    for voice in voices:
-        spk = voice.replace("-", "_").replace("+", "_")  # sclite ids: no '-' inside a speaker id
-        for i in range(per_voice):
-            text = " ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, 7)))
-            out.append(SynthUtterance(f"{spk}-{tag}{i:04d}", spk, text, voice,
-                                      rate=rng.randint(130, 210), pitch=rng.randint(30, 70)))
-    return out
 
 
 def main() -> None:
@@ -39,9 +28,9 @@ def main() -> None:
     args = p.parse_args()
     rng = random.Random(args.seed)
     sets = {
-        "train": utterances(TRAIN_VOICES, args.train_per_voice, rng, "tr"),
-        "dev": utterances(TRAIN_VOICES, args.dev_per_voice, rng, "dv"),
-        "test": utterances(TEST_VOICES, args.test_per_voice, rng, "te"),
+        "train": digit_string_utterances(TRAIN_VOICES, args.train_per_voice, rng, "tr"),
+        "dev": digit_string_utterances(TRAIN_VOICES, args.dev_per_voice, rng, "dv"),
+        "test": digit_string_utterances(TEST_VOICES, args.test_per_voice, rng, "te"),
     }
     for name, utts in sets.items():
         write_synth_data_dir(f"{args.out}/{name}", utts, sample_rate=16000, noise_snr_db=args.snr,

@@ -20,9 +20,9 @@ import soundfile as sf
 import torch
 
 from speechlm.data.audio import resample
+from speechlm.data.digits import DIGITS
 from speechlm.data.kaldi_dir import DataDir
 
-DIGITS = "zero one two three four five six seven eight nine".split()
 RATE = 16000
 
 

@@ -1,0 +1,31 @@
+"""Connected-digit prompts for the synthetic digits corpus (demo, egs/digits) and the
+words FSDD's digits are transcribed with."""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from speechlm.data.synth import SynthUtterance
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def speaker_id(voice: str) -> str:
+    """A Kaldi/sclite-safe speaker id for an espeak voice: sclite's `(spk-utt)` ids split
+    at the first '-', so the speaker id must not contain one."""
+    return voice.replace("-", "_").replace("+", "_")
+
+
+def digit_string_utterances(voices: Sequence[str], per_voice: int, rng: random.Random, tag: str = "",
+                            max_digits: int = 7, rates: tuple[int, int] = (130, 210),
+                            pitches: tuple[int, int] = (30, 70)) -> list[SynthUtterance]:
+    """`per_voice` random digit strings (1..max_digits digits) per voice, each with a random
+    speaking rate and pitch; utterance ids `<speaker>-<tag><index>`."""
+    out = []
+    for voice in voices:
+        spk = speaker_id(voice)
+        for i in range(per_voice):
+            text = " ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, max_digits)))
+            out.append(SynthUtterance(f"{spk}-{tag}{i:04d}", spk, text, voice,
+                                      rate=rng.randint(*rates), pitch=rng.randint(*pitches)))
+    return out
