@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 import torch
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -58,7 +58,6 @@ def build(cfg: DictConfig):
                         mode=cfg.checkpoint.mode),
         RNGStateCallback(),
         CurvePlot(exp / "curves.png"),
-        LearningRateMonitor(logging_interval="step"),
     ]
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
