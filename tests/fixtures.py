@@ -1,6 +1,8 @@
 """Test data the tests make themselves: wav files and small Kaldi data dirs."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,29 @@ TEXT_CORPUS = [
     "<laugh> that's funny",
     "seven seven three one zero",
 ]
+
+
+# A 1-block, d=32 Conformer CTC/attention: trains an epoch on make_data_dir in seconds.
+TINY_MODEL = ["encoder.num_blocks=1", "encoder.output_size=32", "encoder.linear_units=64", "encoder.attention_heads=2",
+              "encoder.cnn_module_kernel=7", "decoder.num_blocks=1", "decoder.linear_units=64",
+              "decoder.attention_heads=2", "data.max_seconds=4", "data.num_workers=0",
+              "optim.scheduler.warmup_steps=5", "+trainer.enable_model_summary=false",
+              "trainer.enable_progress_bar=false"]
+
+
+def prepare_training(tmp_path: Path, data: Path) -> None:
+    """Character tokenizer (tmp_path/tok) and CMVN stats (tmp_path/cmvn.npz) for `data`."""
+    from speechlm.bin.compute_cmvn import main as cmvn_main
+    from speechlm.bin.train_tokenizer import main as tokenizer_main
+
+    assert tokenizer_main(["--data-dir", str(data), "--type", "char", "--out", str(tmp_path / "tok")]) == 0
+    assert cmvn_main([str(data), str(tmp_path / "cmvn.npz")]) == 0
+
+
+def train_tiny(tmp_path: Path, data: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m speechlm.bin.train` of TINY_MODEL on `data` into tmp_path/exp (after
+    prepare_training)."""
+    cmd = [sys.executable, "-m", "speechlm.bin.train", f"data.train_dir={data}", f"data.valid_dir={data}",
+           f"tokenizer_dir={tmp_path / 'tok'}", f"cmvn_stats={tmp_path / 'cmvn.npz'}", f"exp_dir={tmp_path / 'exp'}",
+           *TINY_MODEL, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

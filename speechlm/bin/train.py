@@ -58,6 +58,7 @@ def build(cfg: DictConfig):
                         mode=cfg.checkpoint.mode),
         RNGStateCallback(),
         CurvePlot(exp / "curves.png"),
+        *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
     ]
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),

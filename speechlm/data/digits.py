@@ -3,6 +3,7 @@ words FSDD's digits are transcribed with."""
 from __future__ import annotations
 
 import random
+import re
 from typing import Sequence
 
 from speechlm.data.synth import SynthUtterance
@@ -12,8 +13,8 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 
 def speaker_id(voice: str) -> str:
     """A Kaldi/sclite-safe speaker id for an espeak voice: sclite's `(spk-utt)` ids split
-    at the first '-', so the speaker id must not contain one."""
-    return voice.replace("-", "_").replace("+", "_")
+    at the first '-', so the speaker id must not contain one (nor whitespace: 'en+Mr serious')."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", voice)
 
 
 def digit_string_utterances(voices: Sequence[str], per_voice: int, rng: random.Random, tag: str = "",
@@ -29,3 +30,17 @@ def digit_string_utterances(voices: Sequence[str], per_voice: int, rng: random.R
             out.append(SynthUtterance(f"{spk}-{tag}{i:04d}", spk, text, voice,
                                       rate=rng.randint(*rates), pitch=rng.randint(*pitches)))
     return out
+
+
+# espeak-ng's English accents ('en' is British English; en-shaw writes Shavian, left out).
+ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
+           "en-029", "en-us-nyc")
+
+
+def random_voices(n: int, rng: random.Random, variants: Sequence[str],
+                  accents: Sequence[str] = ACCENTS) -> list[str]:
+    """`n` distinct 'accent+variant' speakers drawn at random from accents x variants."""
+    pool = [f"{a}+{v}" for a in accents for v in variants]
+    if n > len(pool):
+        raise ValueError(f"asked for {n} voices, only {len(pool)} accent+variant pairs exist")
+    return rng.sample(pool, n)

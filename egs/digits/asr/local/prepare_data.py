@@ -1,35 +1,40 @@
 """Synthetic connected-digit corpus: digit strings ("one seven three ...", 1-7 digits)
-spoken by espeak-ng voices with random rate and pitch, white noise at 20-30 dB SNR.
-Train and dev share voices; test uses held-out voices.
+spoken by espeak-ng voices with random rate and pitch, white noise at 25 dB SNR.
 
-    python local/prepare_data.py --out data [--train-per-voice 60] [--seed 0]
+A speaker is an espeak-ng accent + variant ('en-gb-scotland+f2'). Training speakers are
+random pairs of the 8 English accents and ~100 variants; dev uses held-in speakers; test
+speakers use variants that no training speaker has (unseen voices, seen accents).
+
+    python local/prepare_data.py --out data [--train-voices 300] [--seed 0]
 """
 from __future__ import annotations
 
 import argparse
 import random
 
-from speechlm.data.digits import digit_string_utterances
-from speechlm.data.synth import DEFAULT_VOICES, write_synth_data_dir
+from speechlm.data.digits import digit_string_utterances, random_voices
+from speechlm.data.synth import list_variants, write_synth_data_dir
 
-TEST_VOICES = DEFAULT_VOICES[-2:]  # en-us-nyc+m8, en-gb-x-gbclan+klatt4: never heard in training
-TRAIN_VOICES = DEFAULT_VOICES[:-2]
+TEST_VOICES = ("en-us-nyc+m8", "en-gb-x-gbclan+klatt4", "en-us+f4", "en-gb-x-rp+m6")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data")
-    p.add_argument("--train-per-voice", type=int, default=60)
-    p.add_argument("--dev-per-voice", type=int, default=5)
-    p.add_argument("--test-per-voice", type=int, default=50)
+    p.add_argument("--train-voices", type=int, default=300, help="random accent+variant speakers")
+    p.add_argument("--train-per-voice", type=int, default=4)
+    p.add_argument("--dev-voices", type=int, default=60, help="held-in speakers, 1 utterance each")
+    p.add_argument("--test-per-voice", type=int, default=30)
     p.add_argument("--snr", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=2)
     args = p.parse_args()
     rng = random.Random(args.seed)
+    held_out = {v.split("+")[1] for v in TEST_VOICES}
+    train_voices = random_voices(args.train_voices, rng, [v for v in list_variants() if v not in held_out])
     sets = {
-        "train": digit_string_utterances(TRAIN_VOICES, args.train_per_voice, rng, "tr"),
-        "dev": digit_string_utterances(TRAIN_VOICES, args.dev_per_voice, rng, "dv"),
+        "train": digit_string_utterances(train_voices, args.train_per_voice, rng, "tr"),
+        "dev": digit_string_utterances(rng.sample(train_voices, args.dev_voices), 1, rng, "dv"),
         "test": digit_string_utterances(TEST_VOICES, args.test_per_voice, rng, "te"),
     }
     for name, utts in sets.items():
