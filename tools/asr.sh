@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stages 2-8 shared by the ASR recipes (as ESPnet's asr.sh): speed perturbation, validation
-# + CMVN, tokenizer, training, averaging + decoding, scoring. A recipe's run.sh prepares
-# data/{train,dev,test} in stages 0-1 and then calls this with its options:
+# + CMVN, tokenizer, training, averaging + decoding, scoring into exp/<experiment>/RESULTS.md.
+# A recipe's run.sh prepares data/{train,dev,test} in stages 0-1 and then calls this:
 #   asr.sh --stage N --stop-stage N --experiment NAME [--test-sets "dev test"] [--train-args "..."]
 set -euo pipefail
 
@@ -47,7 +47,8 @@ fi
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "stage 6: train ($exp)"
   # shellcheck disable=SC2086
-  python -m speechlm.bin.train --config-dir conf experiment="$experiment" exp_dir="$exp" \
+  config_dir=(); [ -d conf ] && config_dir=(--config-dir conf)  # the recipe's own presets, if any
+  python -m speechlm.bin.train "${config_dir[@]}" experiment="$experiment" exp_dir="$exp" \
     data.train_dir="data/$train_set" data.valid_dir="data/$valid_set" tokenizer_dir=data/tokenizer \
     cmvn_stats=data/cmvn.npz $train_args
 fi
@@ -64,7 +65,9 @@ fi
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   log "stage 8: score"
   for d in $test_sets; do
-    python -m speechlm.bin.score "$exp/decode_${d}" --results-md RESULTS.md --tag "$experiment" --dataset "$d"
+    python -m speechlm.bin.score "$exp/decode_${d}" --results-md "$exp/RESULTS.md" --tag "$experiment" --dataset "$d"
   done
-  cat RESULTS.md
+  # As ESPnet: the run's table goes to exp/<tag>/RESULTS.md; the recipe's RESULTS.md is
+  # curated from those, with the command that produced each.
+  cat "$exp/RESULTS.md"
 fi

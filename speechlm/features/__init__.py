@@ -1,7 +1,9 @@
-"""Acoustic features: Kaldi-compatible fbank, global CMVN, SpecAugment."""
+"""Acoustic features: Kaldi-compatible fbank, ESPnet-compatible STFT log-mel, global CMVN,
+SpecAugment."""
 
 from speechlm.features.cmvn import CMVNStats, GlobalCMVN
 from speechlm.features.fbank import Fbank
+from speechlm.features.log_mel import LogMelFbank
 from speechlm.features.specaug import SpecAugment
 
-__all__ = ["CMVNStats", "Fbank", "GlobalCMVN", "SpecAugment"]
+__all__ = ["CMVNStats", "Fbank", "GlobalCMVN", "LogMelFbank", "SpecAugment"]

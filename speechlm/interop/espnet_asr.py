@@ -9,10 +9,15 @@ Key mapping (everything not listed keeps its name):
     decoder.decoders.N.self_attn.linear_q/k/v decoder.decoders.N.self_attn.qkv  (q;k;v)
     decoder.decoders.N.src_attn.linear_k/v    decoder.decoders.N.src_attn.kv    (k;v)
     ctc.ctc_lo.*, normalize.mean/std          unchanged
-    frontend.*                                left out (ESPnet's default frontend keeps no
-                                              learned weights; build ours from its config)
+    frontend.logmel.melmat                    left out (ESPnet's default frontend keeps no
+                                              learned weights; ours is built from frontend_conf)
 
     model.load_state_dict(espnet_asr_state_dict_to_ours(torch.load("valid.acc.ave.pth")))
+
+A whole experiment: `load_espnet_asr("exp/asr_train/config.yaml", "exp/asr_train/valid.acc.ave.pth")`
+gives a model that takes raw audio like ESPnet's (`frontend: default` becomes
+`speechlm.features.LogMelFbank`); `python -m speechlm.bin.convert_espnet` writes it, with its
+tokenizer, as a speechlm checkpoint.
 """
 from __future__ import annotations
 
@@ -20,20 +25,25 @@ import inspect
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import hydra.utils
 import torch
 from torch import Tensor
 
 from speechlm.decoders.transformer import TransformerDecoder
 from speechlm.features.cmvn import GlobalCMVN
 from speechlm.interop.espnet import (
-    encoder_from_espnet_config,
+    espnet_encoder_kwargs,
     espnet_encoder_state_dict_to_ours,
     espnet_input_size,
+    our_encoder_class,
     ours_to_espnet_encoder_state_dict,
 )
 from speechlm.models.ctc_attention import CTCAttentionModel
+from speechlm.tokenizers import CharTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer
+from speechlm.tokenizers.sentencepiece import sentencepiece_model_type
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +105,10 @@ def espnet_asr_state_dict_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str,
             continue
         if key.startswith("ctc.") or key in ("normalize.mean", "normalize.std"):
             out[key] = value.float() if key.startswith("normalize.") else value
+        elif key == "frontend.logmel.melmat":
+            continue  # the default frontend's mel filterbank, built from frontend_conf
         elif key.startswith("frontend."):
-            log.info("ESPnet %s left out: the frontend is built from its config", key)
+            raise KeyError(f"ESPnet ASR model key {key!r}: a frontend with weights is not supported")
         else:
             raise KeyError(f"ESPnet ASR model key {key!r} has no counterpart here")
     return out
@@ -150,13 +162,60 @@ def espnet_decoder_kwargs(decoder_conf: Mapping[str, Any]) -> tuple[dict[str, An
     return kwargs, dropped
 
 
-def ctc_attention_from_espnet_config(config: Mapping[str, Any],
-                                     state_dict: Mapping[str, Tensor] | None = None) -> CTCAttentionModel:
-    """Our `CTCAttentionModel` from an ESPnet ASR `config.yaml` (as a dict): encoder,
-    decoder (transformer), CTC, loss weights, token conventions, global_mvn normalisation.
-    No frontend: the model reads features (ESPnet's default frontend is an STFT log-mel,
-    `frontend_conf` in the config). With `state_dict` (ESPnet's keys) weights load strictly."""
-    token_list = list(config["token_list"])
+# ESPnet DefaultFrontend arguments that `LogMelFbank` takes under the same name (`fs` is
+# our `sample_rate`), and those it implements only at ESPnet's default value.
+_FRONTEND_ARGS = ("n_fft", "win_length", "hop_length", "window", "center", "normalized", "n_mels", "fmin", "fmax", "htk")
+_FRONTEND_ONLY_AT_DEFAULT = {
+    "apply_stft": (True, "apply_stft: false reads precomputed STFTs, not audio"),
+    "onesided": (True, "onesided: false gives n_fft bins, which ESPnet's own LogMel cannot take"),
+}
+
+
+def espnet_sample_rate(fs: int | float | str) -> int:
+    """ESPnet's `fs`: a number or a size string as humanfriendly reads it ("16k", "44.1k")."""
+    text = str(fs).strip()
+    scale = 1000 if text[-1:] in "kK" else 1
+    try:
+        rate = float(text[:-1] if scale == 1000 else text) * scale
+    except ValueError:
+        raise ValueError(f"fs: {fs!r} is not a sample rate (a number, or e.g. 16k)") from None
+    if rate <= 0 or rate != int(rate):
+        raise ValueError(f"fs: {fs!r} is not a whole number of Hz")
+    return int(rate)
+
+
+def espnet_frontend_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Hydra node (`_target_` + arguments) of our frontend for an ESPnet ASR config:
+    `frontend: default` + `frontend_conf` -> `speechlm.features.LogMelFbank`. None when the
+    model reads features (`input_size` set: ESPnet then builds no frontend either)."""
+    if config.get("input_size") is not None:
+        return None
+    frontend = config.get("frontend", "default")
+    if frontend != "default":
+        raise ValueError(f"frontend: {frontend} is not supported (only ESPnet's default STFT log-mel)")
+    conf = dict(config.get("frontend_conf") or {})
+    node = {"_target_": "speechlm.features.LogMelFbank", "sample_rate": espnet_sample_rate(conf.pop("fs", 16000))}
+    enhancement = conf.pop("frontend_conf", None) or {}  # ESPnet's multi-channel WPE / beamformer
+    if enhancement.get("use_wpe") or enhancement.get("use_beamformer"):
+        raise ValueError("frontend_conf.frontend_conf: multi-channel WPE / beamforming is not supported")
+    for key, (default, why) in _FRONTEND_ONLY_AT_DEFAULT.items():
+        if conf.pop(key, default) != default:
+            raise ValueError(f"ESPnet frontend_conf {why}; not supported")
+    unknown = sorted(set(conf) - set(_FRONTEND_ARGS))
+    if unknown:
+        raise ValueError(f"ESPnet frontend_conf keys not supported: {unknown}")
+    node.update(conf)
+    node.setdefault("n_mels", 80)
+    return node
+
+
+def espnet_asr_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Hydra config (a `_target_` tree) of our `CTCAttentionModel` for an ESPnet ASR
+    `config.yaml` (as a dict): frontend (ESPnet's default STFT log-mel), global_mvn
+    normalisation, encoder, decoder (transformer), CTC, loss weights, token conventions.
+    `hydra.utils.instantiate` builds it; `normalize` names ESPnet's stats file, which need
+    not exist (the statistics are buffers in the state_dict), so pass `normalize=` yourself."""
+    token_list = espnet_token_list(config)
     vocab_size = len(token_list)
     model_conf = dict(config.get("model_conf") or {})
     for key in _MODEL_CONF_REPORTING:
@@ -178,8 +237,17 @@ def ctc_attention_from_espnet_config(config: Mapping[str, Any],
     model_conf.setdefault("ctc_weight", 0.5)  # ESPnetASRModel's defaults, which the config may rely on
     model_conf.setdefault("lsm_weight", 0.0)
 
+    if config.get("postencoder") is not None:
+        raise ValueError(f"postencoder: {config['postencoder']} is not supported")
+    if config.get("specaug") is not None:
+        log.info("ESPnet specaug %s left out: it only acts in training", config["specaug"])
     input_size = espnet_input_size(config)
-    encoder = encoder_from_espnet_config(config["encoder"], config.get("encoder_conf") or {}, input_size)
+    encoder_cls = our_encoder_class(config["encoder"])
+    kwargs, dropped = espnet_encoder_kwargs(config["encoder"], config.get("encoder_conf") or {})
+    for key, why in dropped.items():
+        log.info("ESPnet encoder_conf %s left out: %s", key, why)
+    kwargs.setdefault("output_size", inspect.signature(encoder_cls).parameters["output_size"].default)
+    encoder = {"_target_": f"{encoder_cls.__module__}.{encoder_cls.__qualname__}", "input_size": input_size, **kwargs}
     decoder = None
     if model_conf["ctc_weight"] < 1.0:
         if config.get("decoder") != "transformer":
@@ -187,7 +255,8 @@ def ctc_attention_from_espnet_config(config: Mapping[str, Any],
         kwargs, dropped = espnet_decoder_kwargs(config.get("decoder_conf") or {})
         for key, why in dropped.items():
             log.info("ESPnet decoder_conf %s left out: %s", key, why)
-        decoder = TransformerDecoder(vocab_size, encoder.output_size(), **kwargs)
+        decoder = {"_target_": "speechlm.decoders.transformer.TransformerDecoder", "vocab_size": vocab_size,
+                   "encoder_output_size": encoder["output_size"], **kwargs}
 
     ctc_conf = dict(config.get("ctc_conf") or {})
     ctc_dropout = ctc_conf.pop("dropout_rate", 0.0)
@@ -204,27 +273,89 @@ def ctc_attention_from_espnet_config(config: Mapping[str, Any],
     normalize = None
     if config.get("normalize") == "global_mvn":
         conf = config.get("normalize_conf") or {}
-        normalize = GlobalCMVN(torch.zeros(input_size), torch.ones(input_size),
-                               conf.get("norm_means", True), conf.get("norm_vars", True))
+        normalize = {"_target_": "speechlm.features.GlobalCMVN.from_stats_file", "path": conf.get("stats_file"),
+                     "norm_means": conf.get("norm_means", True), "norm_vars": conf.get("norm_vars", True)}
     elif config.get("normalize") not in (None, "none"):
         raise ValueError(f"normalize: {config['normalize']} is not supported (global_mvn or none)")
 
-    model = CTCAttentionModel(vocab_size, encoder, decoder, normalize=normalize, sos_eos_id=sos,
-                              blank_id=blank_id, ctc_dropout_rate=ctc_dropout, **model_conf)
+    return {"_target_": "speechlm.models.ctc_attention.CTCAttentionModel", "vocab_size": vocab_size,
+            "encoder": encoder, "decoder": decoder, "frontend": espnet_frontend_config(config),
+            "normalize": normalize, "specaug": None, "sos_eos_id": sos, "blank_id": blank_id,
+            "ctc_dropout_rate": ctc_dropout, **model_conf}
+
+
+def ctc_attention_from_espnet_config(config: Mapping[str, Any],
+                                     state_dict: Mapping[str, Tensor] | None = None) -> CTCAttentionModel:
+    """Our `CTCAttentionModel` from an ESPnet ASR `config.yaml` (as a dict), built from
+    `espnet_asr_model_config`. With `frontend: default` it takes raw audio (B, T) as
+    ESPnet's model does; with `input_size` set, features. With `state_dict` (ESPnet's
+    keys) weights load strictly."""
+    tree = espnet_asr_model_config(config)
+    overrides = {}
+    if tree["normalize"] is not None:
+        dim, norm = espnet_input_size(config), tree["normalize"]
+        overrides["normalize"] = GlobalCMVN(torch.zeros(dim), torch.ones(dim), norm["norm_means"], norm["norm_vars"])
+    model = hydra.utils.instantiate(tree, **overrides)
     if state_dict is not None:
-        ours = espnet_asr_state_dict_to_ours(state_dict)
-        model.load_state_dict(ours, strict=True)
+        if "model" in state_dict and isinstance(state_dict["model"], Mapping):
+            state_dict = state_dict["model"]
+        model.load_state_dict(espnet_asr_state_dict_to_ours(state_dict), strict=True)
+        melmat = state_dict.get("frontend.logmel.melmat")
+        if melmat is not None and model.frontend is not None and not (
+                melmat.shape == model.frontend.mel_banks.shape
+                and torch.allclose(melmat.float(), model.frontend.mel_banks, rtol=0, atol=1e-6)):
+            raise ValueError("the model's frontend.logmel.melmat is not the mel filterbank of config.yaml's "
+                             "frontend_conf: are config and weights from the same experiment?")
     return model
+
+
+def espnet_token_list(config: Mapping[str, Any]) -> list[str]:
+    """`token_list` of an ESPnet config: the list itself, or (before ESPnet expands it) the
+    path of a file with one token per line."""
+    tokens = config["token_list"]
+    if isinstance(tokens, (str, os.PathLike)):
+        with open(tokens, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    return [str(t) for t in tokens]
+
+
+def tokenizer_from_espnet_config(config: Mapping[str, Any], bpemodel: str | os.PathLike | None = None) -> Tokenizer:
+    """Our tokenizer for an ESPnet ASR config's `token_list` + `token_type` (char, word, or
+    bpe with `bpemodel`; `bpemodel` here overrides the config's path): the same ids, and the
+    same text for them as ESPnet's `build_tokenizer` + `TokenIDConverter` give."""
+    tokens, token_type = espnet_token_list(config), config.get("token_type")
+    try:
+        if token_type == "char":
+            symbols = []
+            if config.get("non_linguistic_symbols"):
+                path = Path(config["non_linguistic_symbols"])
+                if path.is_file():  # ESPnet also goes on without it (with a warning)
+                    symbols = [s for s in path.read_text(encoding="utf-8").split("\n") if s.strip()]
+                else:
+                    log.warning("non_linguistic_symbols %s not found; transcripts are split into characters", path)
+            return CharTokenizer(tokens, symbols)
+        if token_type == "word":
+            return WordTokenizer(tokens)
+        if token_type == "bpe":
+            path = bpemodel or config.get("bpemodel")
+            if not path:
+                raise ValueError("token_type bpe needs the sentencepiece model (bpemodel)")
+            model = Path(path).read_bytes()
+            return SentencePieceTokenizer(model, sentencepiece_model_type(model), tokens)
+    except ValueError as e:
+        raise ValueError(f"ESPnet token_type {token_type}: {e}") from e
+    raise ValueError(f"ESPnet token_type {token_type!r} is not supported (char, word or bpe)")
 
 
 def load_espnet_asr(config_yaml: str | os.PathLike, model_pth: str | os.PathLike,
                     map_location: str = "cpu") -> tuple[CTCAttentionModel, list[str]]:
     """Our model, in eval mode, and the token list of an ESPnet ASR experiment: its
-    `config.yaml` and a model file (`valid.acc.ave.pth`, or a training `checkpoint.pth`)."""
+    `config.yaml` and a model file (`valid.acc.ave.pth`, or a training `checkpoint.pth`).
+    With ESPnet's default frontend the model takes raw audio at `frontend_conf.fs`."""
     import yaml
 
     with open(config_yaml, encoding="utf-8") as f:
         config = yaml.safe_load(f)
     state = torch.load(model_pth, map_location=map_location, weights_only=True)
     model = ctc_attention_from_espnet_config(config, state)
-    return model.eval(), list(config["token_list"])
+    return model.eval(), espnet_token_list(config)

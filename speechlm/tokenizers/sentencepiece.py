@@ -1,8 +1,14 @@
 """SentencePiece subwords (BPE or unigram) in ESPnet's token-list layout.
 
-sentencepiece does the work; this file only shifts ids by one so that `<blank>` can be 0:
-sentencepiece is trained with `unk_id=0` and no bos/eos, so its `<unk>` (0) becomes our 1,
-its piece k becomes our k + 1, and `<sos/eos>` is appended after its last piece.
+sentencepiece does the work; this file only maps its pieces to ids, one of two ways:
+
+- a model trained here (`train`): `unk_id=0` and no bos/eos, so ids are shifted by one
+  so that `<blank>` can be 0: its `<unk>` (0) becomes our 1, its piece k our k + 1, and
+  `<sos/eos>` is appended after its last piece;
+- a given token list (`tokens=`), e.g. an ESPnet experiment's: asr.sh trains with
+  sentencepiece's defaults (`<unk>` 0, `<s>` 1, `</s>` 2) and lists `<blank>`, `<unk>`,
+  the pieces after `</s>`, `<sos/eos>`. Pieces then map to ids by their text, as ESPnet's
+  `TokenIDConverter` does (a piece not in the list is `<unk>`).
 """
 
 from __future__ import annotations
@@ -34,19 +40,31 @@ class SentencePieceTokenizer(Tokenizer):
 
     Args:
         model: the serialized model (`bpe.model` file contents, `serialized_model_proto()`).
-        model_type: "bpe" or "unigram", as it was trained (names the file in `save`).
+        model_type: "bpe" or "unigram", as it was trained (names the file in `save`;
+            `sentencepiece_model_type(model)` reads it from the model).
+        tokens: the full token list, pieces mapped by their text (module docstring);
+            None: every piece of the model, ids shifted by one.
     """
 
-    def __init__(self, model: bytes, model_type: str):
+    def __init__(self, model: bytes, model_type: str, tokens: Sequence[str] | None = None):
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
         self._model = bytes(model)
         self._model_type = model_type
         self._processor = spm.SentencePieceProcessor(model_proto=self._model)
+        self._by_text = tokens is not None
+        if self._by_text:
+            super().__init__(tokens)
+            unk = self._processor.unk_id()
+            foreign = [t for t in self._tokens[2:-1] if self._processor.piece_to_id(t) == unk]
+            if foreign:  # a token list and a model from different trainings
+                raise ValueError(f"{len(foreign)} tokens of the token list are not pieces of the "
+                                 f"sentencepiece model, e.g. {foreign[:5]}")
+            return
         if self._processor.unk_id() != 0:
             raise ValueError(
                 f"sentencepiece model has unk_id={self._processor.unk_id()}; the id shift "
-                "(ours = sentencepiece's + 1) needs unk_id=0, as ESPnet trains it"
+                "(ours = sentencepiece's + 1) needs unk_id=0 (or pass the token list as `tokens`)"
             )
         pieces = [self._processor.id_to_piece(i) for i in range(self._processor.get_piece_size())]
         super().__init__([BLANK, *pieces, SOS_EOS])
@@ -123,16 +141,21 @@ class SentencePieceTokenizer(Tokenizer):
         return self._processor.encode(text, out_type=str)
 
     def encode(self, text: str) -> list[int]:
-        return [i + 1 for i in self._processor.encode(text)]
+        return self.encode_batch([text])[0]
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        if self._by_text:
+            return [[self.token_to_id(p) for p in pieces] for pieces in self._processor.encode(list(texts), out_type=str)]
         return [[i + 1 for i in ids] for ids in self._processor.encode(list(texts))]
 
     def decode(self, ids: Iterable[int]) -> str:
+        if self._by_text:
+            return self._processor.decode_pieces([self._tokens[i] for i in self._content_ids(ids)])
         return self._processor.decode([i - 1 for i in self._content_ids(ids)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"_target_": self._target(), "model": self._model, "model_type": self._model_type}
+        d = {"_target_": self._target(), "model": self._model, "model_type": self._model_type}
+        return {**d, "tokens": self.tokens} if self._by_text else d
 
     def save(self, directory: str | os.PathLike) -> Path:
         """As `Tokenizer.save`, plus the model as `bpe.model` / `unigram.model`."""
@@ -145,6 +168,15 @@ class SentencePieceTokenizer(Tokenizer):
     def load(cls, directory: Path, config: dict[str, Any]) -> SentencePieceTokenizer:
         model = (directory / _model_file_name(config["model_type"])).read_bytes()
         return cls.from_dict({**config, "model": model})
+
+
+def sentencepiece_model_type(model: bytes) -> str:
+    """"bpe", "unigram", "word" or "char": how a serialized model was trained."""
+    from sentencepiece import sentencepiece_model_pb2 as pb2  # needs protobuf (tensorboard's dependency)
+
+    proto = pb2.ModelProto()
+    proto.ParseFromString(bytes(model))
+    return pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type).lower()
 
 
 def _model_file_name(model_type: str) -> str:

@@ -27,7 +27,8 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
         # The training run read CMVN stats from a file that need not exist here; the
         # statistics themselves are buffers in the state_dict.
         dim = int(config["frontend"]["n_mels"])
-        overrides["normalize"] = GlobalCMVN(torch.zeros(dim), torch.ones(dim))
+        norm = {k: bool(model_cfg.normalize[k]) for k in ("norm_means", "norm_vars") if k in model_cfg.normalize}
+        overrides["normalize"] = GlobalCMVN(torch.zeros(dim), torch.ones(dim), **norm)
     model = hydra.utils.instantiate(model_cfg, **overrides)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)

@@ -33,13 +33,14 @@ def check_outputs(recipe: Path, test_utts: int) -> None:
     for name in ("config.yaml", "model.avg.ckpt", "curves.png", "decode_test/hyp.trn", "decode_test/result.txt"):
         assert (exp / name).exists(), name
     assert len((exp / "decode_test/hyp.trn").read_text().splitlines()) == test_utts
-    table = (recipe / "RESULTS.md").read_text()
+    table = (exp / "RESULTS.md").read_text()
     assert "## conformer_small" in table and "|test|" in table.replace(" ", "")
 
 
 def test_digits_recipe_smoke(tmp_path):
-    recipe = run_recipe("digits", tmp_path, "--train-per-voice", "2", "--test-per-voice", "3")
-    check_outputs(recipe, test_utts=6)
+    recipe = run_recipe("digits", tmp_path, "--train-voices", "12", "--train-per-voice", "2", "--dev-voices", "3",
+                        "--test-per-voice", "2", "--experiment", "conformer_small")
+    check_outputs(recipe, test_utts=8)
 
 
 @pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")

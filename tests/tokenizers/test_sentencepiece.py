@@ -1,10 +1,12 @@
-"""SentencePieceTokenizer: parity with sentencepiece itself (ids + 1, same pieces)."""
+"""SentencePieceTokenizer: parity with sentencepiece itself (ids + 1, same pieces), and with
+ESPnet for a given token list."""
 
 import pytest
 import sentencepiece as spm
 from fixtures import TEXT_CORPUS as CORPUS
 
 from speechlm.tokenizers import SentencePieceTokenizer
+from speechlm.tokenizers.sentencepiece import sentencepiece_model_type
 
 SYMBOLS = ["[noise]", "<laugh>"]
 VOCAB_SIZE = 40  # this corpus needs >= 38 and allows <= 55 (unigram) / 220 (bpe)
@@ -67,6 +69,34 @@ def test_model_type_matches_the_model(tok):
     assert model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type).lower() == (
         tok.model_type
     )
+    assert sentencepiece_model_type(tok.to_dict()["model"]) == tok.model_type
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_espnet_token_list_maps_pieces_as_espnet(model_type, tmp_path):
+    """A model trained as ESPnet's asr.sh trains it (sentencepiece's defaults: <unk> 0,
+    <s> 1, </s> 2) with asr.sh's token_list: ESPnet's ids and text, as its
+    SentencepiecesTokenizer + TokenIDConverter give them."""
+    import io
+
+    from espnet2.text.sentencepiece_tokenizer import SentencepiecesTokenizer
+    from espnet2.text.token_id_converter import TokenIDConverter
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=45,
+                                   model_type=model_type, minloglevel=2)
+    (tmp_path / "bpe.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    tokens = ["<blank>", "<unk>", *[sp.id_to_piece(i) for i in range(3, 45)], "<sos/eos>"]
+    tok = SentencePieceTokenizer(model.getvalue(), sentencepiece_model_type(model.getvalue()), tokens)
+    assert tok.model_type == model_type and tok.tokens == tokens
+    peer, converter = SentencepiecesTokenizer(tmp_path / "bpe.model"), TokenIDConverter(tokens)
+    for text in CORPUS + ["unseen wörds 42 [noise]"]:
+        ids = converter.tokens2ids(peer.text2tokens(text))
+        assert tok.encode(text) == ids and tok.tokenize(text) == peer.text2tokens(text)
+        assert tok.decode(ids) == peer.tokens2text(converter.ids2tokens(ids))
+    with pytest.raises(ValueError, match="1 tokens of the token list are not pieces"):
+        SentencePieceTokenizer(model.getvalue(), model_type, [*tokens[:-1], "zzz", "<sos/eos>"])
 
 
 def test_training_is_deterministic(tok):

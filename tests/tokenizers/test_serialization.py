@@ -27,7 +27,14 @@ BUILDERS = {
     "word": lambda: WordTokenizer.train(CORPUS),
     "bpe": lambda: SentencePieceTokenizer.train(CORPUS, 45, "bpe", SYMBOLS),
     "unigram": lambda: SentencePieceTokenizer.train(CORPUS, 45, "unigram", SYMBOLS),
+    "bpe_token_list": lambda: with_own_token_list(SentencePieceTokenizer.train(CORPUS, 45, "bpe", SYMBOLS)),
 }
+
+
+def with_own_token_list(tok):
+    """The same model with its pieces listed in another order (mapped by text, not id)."""
+    tokens = tok.tokens
+    return SentencePieceTokenizer(tok.to_dict()["model"], tok.model_type, [*tokens[:2], *tokens[-2:1:-1], tokens[-1]])
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))

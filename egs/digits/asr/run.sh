@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Connected digits spoken by espeak-ng voices, test voices held out:
 # synthetic data -> Conformer CTC/attention -> WER. Stages 2-8 are ../../../tools/asr.sh.
-#   ./run.sh [--stage N] [--stop-stage N] [--train-voices 300] [--train-per-voice 4]
+#   ./run.sh [--stage N] [--stop-stage N] [--train-voices 300] [--train-per-voice 2]
 #            [asr.sh options: --experiment NAME --token-type word --speed-perturb true ...]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 train_voices=300
-train_per_voice=4
+train_per_voice=2
 dev_voices=60
 test_per_voice=30
 nj=2

@@ -22,7 +22,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data")
     p.add_argument("--train-voices", type=int, default=300, help="random accent+variant speakers")
-    p.add_argument("--train-per-voice", type=int, default=4)
+    p.add_argument("--train-per-voice", type=int, default=2)
     p.add_argument("--dev-voices", type=int, default=60, help="held-in speakers, 1 utterance each")
     p.add_argument("--test-per-voice", type=int, default=30)
     p.add_argument("--snr", type=float, default=25.0)

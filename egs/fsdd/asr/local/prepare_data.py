@@ -5,6 +5,11 @@ Splits: test = the --test-speakers (held out entirely); dev = the other speakers
 0-4 (FSDD's own test convention); train = their takes 5-49. Derived audio keeps FSDD's
 licence, CC BY-SA 4.0 (Zohar Jackson and contributors).
 
+Four training speakers are few to generalise to a fifth from. `--synth-voices N` adds
+espeak-ng digit strings from N random synthetic speakers (accent + variant, as
+egs/digits) to train, rendered at 8 kHz and upsampled like FSDD's recordings so that both
+have the same bandwidth; dev and test stay real speech.
+
     python local/prepare_data.py --fsdd-dir downloads/fsdd --out data --test-speakers theo
 """
 from __future__ import annotations
@@ -20,8 +25,10 @@ import soundfile as sf
 import torch
 
 from speechlm.data.audio import resample
-from speechlm.data.digits import DIGITS
+from speechlm.data.combine import combine_data_dirs
+from speechlm.data.digits import DIGITS, digit_string_utterances, random_voices
 from speechlm.data.kaldi_dir import DataDir
+from speechlm.data.synth import list_variants, write_synth_data_dir
 
 RATE = 16000
 
@@ -63,6 +70,17 @@ def make_split(pool: dict[str, list], per_speaker: int, rng: random.Random, out:
     return dd
 
 
+def synthetic_split(n_voices: int, per_voice: int, rng: random.Random, out: Path, seed: int) -> DataDir:
+    """espeak-ng digit strings at FSDD's 8 kHz, upsampled to RATE in place."""
+    utts = digit_string_utterances(random_voices(n_voices, rng, list_variants()), per_voice, rng, "sy")
+    write_synth_data_dir(out, utts, sample_rate=8000, noise_snr_db=30.0, seed=seed, num_workers=2)
+    dd = DataDir.load(out)
+    for path in dd.wav_scp.values():
+        audio, sr = sf.read(path, dtype="float32")
+        sf.write(path, resample(torch.from_numpy(audio), sr, RATE).numpy(), RATE, subtype="PCM_16")
+    return dd
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fsdd-dir", type=Path, required=True)
@@ -72,6 +90,8 @@ def main() -> None:
     p.add_argument("--dev-per-speaker", type=int, default=10)
     p.add_argument("--test-per-speaker", type=int, default=100)
     p.add_argument("--max-digits", type=int, default=7)
+    p.add_argument("--synth-voices", type=int, default=0, help="synthetic speakers added to train")
+    p.add_argument("--synth-per-voice", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = random.Random(args.seed)
@@ -87,6 +107,14 @@ def main() -> None:
                           ("test", test_pool, args.test_per_speaker)):
         dd = make_split(pool, n, rng, args.out / name, name[:2], args.max_digits)
         print(f"{args.out / name}: {len(dd)} utterances from {len(pool)} speakers")
+    if args.synth_voices:
+        synth = synthetic_split(args.synth_voices, args.synth_per_voice, rng, args.out / "train_synth", args.seed)
+        real = DataDir.load(args.out / "train")
+        combined, report = combine_data_dirs([real, synth])
+        if report:
+            raise SystemExit(f"combining train and train_synth: {report}")
+        combined.save(args.out / "train")
+        print(f"{args.out / 'train'}: + {len(synth)} synthetic utterances from {args.synth_voices} espeak-ng voices")
 
 
 if __name__ == "__main__":
