@@ -14,7 +14,8 @@ import yaml
 from espnet.nets.batch_beam_search import BatchBeamSearch
 from espnet.nets.scorers.ctc import CTCPrefixScorer
 from espnet.nets.scorers.length_bonus import LengthBonus
-from espnet2.text.build_tokenizer import build_tokenizer
+from espnet2.text.char_tokenizer import CharTokenizer as EspnetCharTokenizer
+from espnet2.text.sentencepiece_tokenizer import SentencepiecesTokenizer
 from espnet2.text.token_id_converter import TokenIDConverter
 
 from fixtures import make_data_dir
@@ -68,7 +69,7 @@ def test_char_experiment_converts_decodes_and_transcribes(tmp_path, capsys):
     ref, model, tokenizer = convert(tmp_path, token_list=CHAR_TOKENS, token_type="char")
     assert isinstance(tokenizer, CharTokenizer) and tokenizer.tokens == CHAR_TOKENS
     assert_same_ctc(ref, model, tmp_path)
-    assert_same_text(tokenizer, build_tokenizer("char"), CHAR_TOKENS, ["the cat sat on a hat", "zebra x"])
+    assert_same_text(tokenizer, EspnetCharTokenizer(), CHAR_TOKENS, ["the cat sat on a hat", "zebra x"])
 
     # transcribe one file: the text of ESPnet's best hypothesis (BatchBeamSearch as
     # asr_inference.py builds it; joint CTC/attention, beam 4, ctc_weight 0.3)
@@ -86,7 +87,7 @@ def test_char_experiment_converts_decodes_and_transcribes(tmp_path, capsys):
         enc_ref, _ = ref.encode(audio, audio_lens)
         best = search(x=enc_ref[0], maxlenratio=0.0, minlenratio=0.0)[0]
     ids = [i for i in best.yseq[1:-1].tolist() if i != 0]
-    expected = build_tokenizer("char").tokens2text(TokenIDConverter(CHAR_TOKENS).ids2tokens(ids))
+    expected = EspnetCharTokenizer().tokens2text(TokenIDConverter(CHAR_TOKENS).ids2tokens(ids))
     assert expected and printed == f"{wav}\t{expected}\n"
 
     # decode a Kaldi data dir with the Hydra entry point
@@ -120,7 +121,7 @@ def test_bpe_experiment_converts(tmp_path, capsys):
     assert isinstance(tokenizer, SentencePieceTokenizer) and tokenizer.tokens == token_list
     assert tokenizer.model_type == "bpe"
     assert_same_ctc(ref, model, tmp_path)
-    assert_same_text(tokenizer, build_tokenizer("bpe", bpemodel=str(bpemodel)), token_list,
+    assert_same_text(tokenizer, SentencepiecesTokenizer(str(bpemodel)), token_list,
                      [*lines[:5], "abc fed zzz"])
     assert main(cli_args(tmp_path)) == 1  # without --bpemodel: the recipe-relative path, not found here
     assert config_path in capsys.readouterr().err
