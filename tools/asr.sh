@@ -2,7 +2,10 @@
 # Stages 2-8 shared by the ASR recipes (as ESPnet's asr.sh): speed perturbation, validation
 # + CMVN, tokenizer, training, averaging + decoding, scoring into exp/<experiment>/RESULTS.md.
 # A recipe's run.sh prepares data/{train,dev,test} in stages 0-1 and then calls this:
-#   asr.sh --stage N --stop-stage N --experiment NAME [--test-sets "dev test"] [--train-args "..."]
+#   asr.sh --stage N --stop-stage N --experiment NAME [--tag TAG] [--test-sets "dev test"]
+#          [--train-args "hydra overrides"] [--decode-args "hydra overrides"]
+# exp/TAG (TAG defaults to the experiment name) holds the run; e.g. a transducer run of the
+# same preset: --tag conformer_fast_transducer --train-args "model=transducer".
 set -euo pipefail
 
 stage=2
@@ -17,9 +20,12 @@ beam_size=10
 ctc_weight=0.3
 num_avg=3
 train_args=""
+decode_args=""
+tag=""
 . parse_options.sh
 
-exp=exp/${experiment}
+[ -n "$tag" ] || tag=$experiment
+exp=exp/${tag}
 train_set=train
 [ "$speed_perturb" = true ] && train_set=train_sp
 log() { echo -e "$(date '+%F %T') (asr.sh) $*"; }
@@ -57,15 +63,16 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   log "stage 7: average the $num_avg best checkpoints, decode"
   python -m speechlm.bin.average_checkpoints "$exp" --num "$num_avg"
   for d in $test_sets; do
+    # shellcheck disable=SC2086
     python -m speechlm.bin.decode checkpoint="$exp/model.avg.ckpt" data_dir="data/$d" \
-      out_dir="$exp/decode_${d}" beam_size="$beam_size" ctc_weight="$ctc_weight"
+      out_dir="$exp/decode_${d}" beam_size="$beam_size" ctc_weight="$ctc_weight" $decode_args
   done
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   log "stage 8: score"
   for d in $test_sets; do
-    python -m speechlm.bin.score "$exp/decode_${d}" --results-md "$exp/RESULTS.md" --tag "$experiment" --dataset "$d"
+    python -m speechlm.bin.score "$exp/decode_${d}" --results-md "$exp/RESULTS.md" --tag "$tag" --dataset "$d"
   done
   # As ESPnet: the run's table goes to exp/<tag>/RESULTS.md; the recipe's RESULTS.md is
   # curated from those, with the command that produced each.

@@ -4,6 +4,7 @@ forward FLOPs per second of 16 kHz audio.
     python -m speechlm.bin.model_info                      # conf/model_info.yaml: Conformer 12x256
     python -m speechlm.bin.model_info encoder=conformer_m
     python -m speechlm.bin.model_info encoder=e_branchformer encoder.num_blocks=6
+    python -m speechlm.bin.model_info experiment=conformer_transducer_s   # the whole model
 
 Arguments are Hydra overrides of conf/model_info.yaml. FLOPs are counted, not estimated:
 torch's FlopCounterMode records every matmul, convolution and attention kernel of one
@@ -36,10 +37,11 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONF_DIR):
 
 
 def build_model(cfg) -> nn.Module:
-    """The module under `model:` (today the encoder; later a `model` group's whole model)."""
+    """The whole model when a `model` group is chosen (`model=transducer`, or a preset that
+    picks one), else the bare encoder."""
     import hydra
 
-    return hydra.utils.instantiate(cfg.model)
+    return hydra.utils.instantiate(cfg.model if cfg.get("model") is not None else cfg.encoder)
 
 
 def num_params(module: nn.Module) -> int:
@@ -101,7 +103,9 @@ def flop_counter() -> FlopCounterMode:
 
 
 def forward_flops(model: nn.Module, input_size: int, seconds: float = SECONDS) -> int:
-    """FLOPs of one eval-mode forward pass over a (1, seconds x 100, input_size) utterance."""
+    """FLOPs of one eval-mode forward pass over a (1, seconds x 100, input_size) utterance
+    through the encoder (of a whole model, its `encoder`)."""
+    model = getattr(model, "encoder", model)
     frames = int(round(seconds * FRAMES_PER_SECOND))
     xs, lengths = torch.randn(1, frames, input_size), torch.tensor([frames])
     was_training = model.training
@@ -125,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(parameter_table(model))
     print(f"total params: {num_params(model)}")
     flops = forward_flops(model, int(cfg.input_size))
-    print(f"forward FLOPs on {SECONDS:g} s ({int(SECONDS * FRAMES_PER_SECOND)} frames x "
+    print(f"encoder forward FLOPs on {SECONDS:g} s ({int(SECONDS * FRAMES_PER_SECOND)} frames x "
           f"{cfg.input_size}): {flops / 1e9:.3f} G")
     print(f"GFLOPs per second of audio: {flops / SECONDS / 1e9:.3f}")
     return 0

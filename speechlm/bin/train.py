@@ -52,10 +52,12 @@ def build(cfg: DictConfig):
         num_workers=cfg.data.num_workers, seed=cfg.seed,
     )
     exp = Path(cfg.exp_dir)
+    monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
+    if monitor is None:
+        monitor, mode = model.checkpoint_criterion
     callbacks = [
         ModelCheckpoint(dirpath=exp / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                        save_last=True, save_top_k=cfg.checkpoint.save_top_k, monitor=cfg.checkpoint.monitor,
-                        mode=cfg.checkpoint.mode),
+                        save_last=True, save_top_k=cfg.checkpoint.save_top_k, monitor=monitor, mode=mode or "min"),
         RNGStateCallback(),
         CurvePlot(exp / "curves.png"),
         *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),

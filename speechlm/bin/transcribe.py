@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
-from speechlm.bin.decode import decode_batch
+from speechlm.bin.decode import ATTENTION_METHODS, TRANSDUCER_METHODS, decode_batch
 from speechlm.data.audio import AudioReadError, read_audio, resample
 from speechlm.data.collate import collate_audio
 from speechlm.train.pretrained import load_pretrained
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model.avg.ckpt or any training checkpoint")
     p.add_argument("files", nargs="+", help="audio files")
-    p.add_argument("--method", choices=("joint", "ctc_greedy"), default="joint")
+    p.add_argument("--method", choices=("auto",) + ATTENTION_METHODS + TRANSDUCER_METHODS, default="auto",
+                   help="auto: joint CTC/attention beam search, or modified beam search for a transducer")
     p.add_argument("--beam-size", type=int, default=10)
     p.add_argument("--ctc-weight", type=float, default=0.3)
     p.add_argument("--penalty", type=float, default=0.0)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, config = load_pretrained(args.model, args.device)
     sample_rate = int(config["frontend"]["sample_rate"])
     search = SimpleNamespace(method=args.method, beam_size=args.beam_size, ctc_weight=args.ctc_weight,
-                             penalty=args.penalty, maxlenratio=0.0, minlenratio=0.0)
+                             penalty=args.penalty, maxlenratio=0.0, minlenratio=0.0, max_symbols_per_frame=1)
     audio, errors = {}, {}
     for i, path in enumerate(args.files):
         try:

@@ -6,8 +6,7 @@ with optional intermediate CTC (Lee & Watanabe 2021) on chosen encoder layers, w
 replaces CTC by (1 - interctc_weight) * CTC + interctc_weight * mean(intermediate CTCs).
 
 Features: frontend (waveform -> features) -> normalize (e.g. GlobalCMVN) -> specaug
-(training only) -> encoder. SpecAugment comes after normalisation here (ESPnet puts it
-before) because our SpecAugment masks with 0.0, the mean of normalised features.
+(training only) -> encoder, as `speechlm.models.encode.encode_speech`.
 
 Token conventions are ESPnet's: blank 0, <sos/eos> the last id, targets padded with -1.
 """
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from speechlm.encoders.base import EncoderOutput
 from speechlm.models.ctc import CTC
+from speechlm.models.encode import encode_speech
 from speechlm.models.label_smoothing import LabelSmoothingLoss
 from speechlm.nn.masks import valid_mask
 
@@ -55,6 +55,10 @@ class CTCAttentionModel(nn.Module):
     (last layer), `loss_att`, `acc`, and with intermediate CTC `loss_interctc` (their mean)
     and `loss_interctc_layer{N}`. Stats of a branch that is off (ctc_weight 0 or 1) are
     absent. With ctc_weight 1.0 the decoder is dropped, as ESPnet does."""
+
+    # What training keeps the best checkpoints by, unless the config says otherwise: the
+    # attention decoder's validation accuracy, as ESPnet's `best_model_criterion`.
+    checkpoint_criterion = ("valid/acc", "max")
 
     def __init__(
         self,
@@ -107,14 +111,9 @@ class CTCAttentionModel(nn.Module):
     def encode(self, audio: Tensor, lengths: Tensor) -> EncoderOutput:
         """audio (B, T) waveforms, or (B, T, F) features without a frontend; lengths (B,)
         -> EncoderOutput(output (B, T', D), lengths (B,), intermediate {layer: (B, T', D)})."""
-        audio = audio[:, : int(lengths.max())]
-        feats, lengths = (audio, lengths) if self.frontend is None else self.frontend(audio, lengths)
-        if self.normalize is not None:
-            feats, lengths = self.normalize(feats, lengths)
-        if self.specaug is not None and self.training:
-            feats, lengths = self.specaug(feats, lengths)
         layers = self.interctc_layer_idx if self.interctc_weight > 0 else ()
-        return self.encoder(feats, lengths, return_layers=layers) if layers else self.encoder(feats, lengths)
+        return encode_speech(self.encoder, audio, lengths, self.frontend, self.normalize, self.specaug,
+                             self.training, layers)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         token_lens = batch["token_lens"]

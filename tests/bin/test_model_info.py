@@ -30,8 +30,9 @@ def test_printed_total_is_the_sum_of_parameters(capsys):
 
 def test_defaults_compose_the_conformer_and_input_size_reaches_the_encoder():
     cfg = compose_config()
-    assert cfg.model._target_ == "speechlm.encoders.conformer.ConformerEncoder"
-    assert compose_config(["input_size=40"]).model.input_size == 40
+    assert cfg.get("model") is None and cfg.encoder._target_ == "speechlm.encoders.conformer.ConformerEncoder"
+    assert compose_config(["input_size=40"]).encoder.input_size == 40
+    assert type(build_model(compose_config(TINY))).__name__ == "ConformerEncoder"
     with pytest.raises(Exception, match="no_such_preset"):
         compose_config(["experiment=no_such_preset"])  # a typo is an error, not a silent default
 
@@ -83,3 +84,14 @@ def test_conv_backward_costs_twice_the_forward(groups):
     counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
     forward = 2 * 2 * 16 * (16 // groups) * 5 * 46
     assert counts == {"aten.convolution": forward, "aten.convolution_backward": 2 * forward}
+
+
+# Gulati et al. 2020, Table 1. Vocabulary 1024 word pieces (conf/model_info.yaml): the paper
+# does not say; see conf/experiment/conformer_transducer_s.yaml.
+@pytest.mark.parametrize("size, paper", [("s", 10.3e6), ("m", 30.7e6), ("l", 118.8e6)])
+def test_conformer_transducer_presets_match_the_papers_parameter_counts(capsys, size, paper):
+    out = run(capsys, f"experiment=conformer_transducer_{size}")
+    total = int(re.search(r"^total params: (\d+)$", out, re.M).group(1))
+    assert abs(total - paper) <= 0.03 * paper, f"{total:,} vs the paper's {paper:,.0f}"
+    assert re.search(r"^predictor\s", out, re.M) and re.search(r"^joiner\s", out, re.M)
+    assert "TransducerModel" in out

@@ -42,3 +42,32 @@ def test_train_writes_exp_dir_and_resumes(tmp_path):
         assert len((out / "hyp.trn").read_text().splitlines()) == 6
         assert score_main([str(out)]) == 0
         assert "Sum/Avg" in (out / "result.txt").read_text()
+
+
+TINY_TRANSDUCER = ["model=transducer", "model.predictor.embed_dim=16", "model.predictor.hidden_size=16",
+                   "model.joiner.joint_dim=16", "model.ctc_weight=0.3"]
+
+
+def test_transducer_trains_keeps_best_by_valid_loss_and_decodes(tmp_path):
+    data = make_data_dir(tmp_path, speakers=("spkA", "spkB"), per_speaker=3)
+    prepare_training(tmp_path, data)
+    proc = train_tiny(tmp_path, data, "trainer.max_epochs=2", *TINY_TRANSDUCER)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "exp"
+    last = torch.load(exp / "checkpoints/last.ckpt", weights_only=True)
+    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["monitor"] == "valid/loss" and len(state["best_k_models"]) == 2
+    model, _, config = load_pretrained(exp / "checkpoints/last.ckpt")
+    assert type(model).__name__ == "TransducerModel" and model.ctc is not None
+    assert config["model"]["predictor"]["_target_"].endswith("LSTMPredictor")
+    for method in ("auto", "greedy", "graves_beam", "ctc_greedy"):
+        out = tmp_path / f"decode_{method}"
+        proc = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={exp / 'checkpoints/last.ckpt'}",
+                               f"data_dir={data}", f"out_dir={out}", f"method={method}", "beam_size=2"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len((out / "hyp.trn").read_text().splitlines()) == 6
+    proc = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={exp / 'checkpoints/last.ckpt'}",
+                           f"data_dir={data}", f"out_dir={tmp_path / 'bad'}", "method=joint"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "method=joint does not apply to a TransducerModel" in proc.stderr

@@ -66,11 +66,11 @@ def test_loss_falls_and_ctc_greedy_recovers_the_targets():
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
-        first = float(out["loss"]) if first is None else first
+        first = float(out["loss"].detach()) if first is None else first
     assert float(out["loss"]) < 0.1 * first
-    assert float(out["acc"]) == 1.0
-    model.eval()
+    model.eval()  # judged without dropout: the last training step's accuracy is noisy
     with torch.no_grad():
+        assert float(model(batch)["acc"]) == 1.0
         assert ctc_greedy(model, batch) == seqs
 
 

@@ -111,8 +111,11 @@ def main() -> None:
         synth = synthetic_split(args.synth_voices, args.synth_per_voice, rng, args.out / "train_synth", args.seed)
         real = DataDir.load(args.out / "train")
         combined, report = combine_data_dirs([real, synth])
-        if report:
-            raise SystemExit(f"combining train and train_synth: {report}")
+        for line in report.summary():  # e.g. utt2dur, which only the synthetic dir has
+            print(f"combining train and train_synth: {line}")
+        if len(combined) != len(real) + len(synth):
+            raise SystemExit(f"combining train and train_synth: {len(real)} + {len(synth)} utterances in, "
+                             f"{len(combined)} out")
         combined.save(args.out / "train")
         print(f"{args.out / 'train'}: + {len(synth)} synthetic utterances from {args.synth_voices} espeak-ng voices")
 
