@@ -19,7 +19,10 @@ def test_train_writes_exp_dir_and_resumes(tmp_path):
     exp = tmp_path / "exp"
     for name in ("config.yaml", "checkpoints/last.ckpt", "curves.png", "tensorboard"):
         assert (exp / name).exists(), name
-    step1 = torch.load(exp / "checkpoints/last.ckpt", weights_only=True)["global_step"]
+    first_ckpt = torch.load(exp / "checkpoints/last.ckpt", weights_only=True)
+    step1 = first_ckpt["global_step"]
+    (key, state), = [(k, v) for k, v in first_ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["monitor"] == "valid/acc" and "'mode': 'max'" in key  # CTCAttentionModel's own criterion
     second = train_tiny(tmp_path, data, "trainer.max_epochs=2")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming from" in second.stdout + second.stderr
@@ -55,8 +58,8 @@ def test_transducer_trains_keeps_best_by_valid_loss_and_decodes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "exp"
     last = torch.load(exp / "checkpoints/last.ckpt", weights_only=True)
-    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
-    assert state["monitor"] == "valid/loss" and len(state["best_k_models"]) == 2
+    (key, state), = [(k, v) for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["monitor"] == "valid/loss" and "'mode': 'min'" in key and len(state["best_k_models"]) == 2
     model, _, config = load_pretrained(exp / "checkpoints/last.ckpt")
     assert type(model).__name__ == "TransducerModel" and model.ctc is not None
     assert config["model"]["predictor"]["_target_"].endswith("LSTMPredictor")
