@@ -14,9 +14,10 @@ fsdd_dir=""  # a local copy (DIR/recordings/*.wav); empty: download in stage 0
 test_speakers=theo
 train_per_speaker=300
 test_per_speaker=100
-synth_voices=0  # espeak-ng speakers added to train (see local/prepare_data.py)
+synth_voices=300  # espeak-ng speakers added to train (see local/prepare_data.py); 0: none
 synth_per_voice=2
 level_dbfs=-25  # every recording's RMS level (local/prepare_data.py); none: as recorded
+train_level_jitter=10  # training utterances get a random gain within +- this many dB
 passthrough_unknown=true
 . parse_options.sh
 
@@ -34,8 +35,9 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: connected digits from $fsdd_dir (test speakers: $test_speakers)"
   python local/prepare_data.py --fsdd-dir "$fsdd_dir" --out data --test-speakers "$test_speakers" \
     --train-per-speaker "$train_per_speaker" --test-per-speaker "$test_per_speaker" \
-    --synth-voices "$synth_voices" --synth-per-voice "$synth_per_voice" --level-dbfs "$level_dbfs"
+    --synth-voices "$synth_voices" --synth-per-voice "$synth_per_voice" --level-dbfs "$level_dbfs" \
+    --train-level-jitter "$train_level_jitter"
 fi
 # Recipe defaults first; options given to run.sh come later and win.
 asr.sh --stage "$((stage > 2 ? stage : 2))" --stop-stage "$stop_stage" \
-  --experiment conformer_fast --token-type word "${passthrough[@]}"
+  --experiment conformer_fast --token-type word --train-args "trainer.max_epochs=14" "${passthrough[@]}"
