@@ -80,7 +80,7 @@ def check_transducer_searches(checkpoint: Path, data_dir: Path) -> None:
 @pytest.mark.skipif(not (FSDD / "recordings").is_dir(), reason=f"FSDD not found at {FSDD}")
 def test_fsdd_recipe_smoke(tmp_path):
     recipe = run_recipe("fsdd", tmp_path, "--fsdd-dir", str(FSDD), "--train-per-speaker", "3", "--test-per-speaker", "4",
-                        "--synth-voices", "2")
+                        "--synth-voices", "2", "--experiment", "conformer_small")
     check_outputs(recipe, test_utts=4)
 
 
