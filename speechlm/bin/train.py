@@ -55,9 +55,11 @@ def build(cfg: DictConfig):
     monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
     if monitor is None:
         monitor, mode = model.checkpoint_criterion
+    elif mode not in ("min", "max"):
+        raise ValueError(f"checkpoint.monitor={monitor} needs checkpoint.mode=min or max, got {mode}")
     callbacks = [
         ModelCheckpoint(dirpath=exp / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                        save_last=True, save_top_k=cfg.checkpoint.save_top_k, monitor=monitor, mode=mode or "min"),
+                        save_last=True, save_top_k=cfg.checkpoint.save_top_k, monitor=monitor, mode=mode),
         RNGStateCallback(),
         CurvePlot(exp / "curves.png"),
         *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
