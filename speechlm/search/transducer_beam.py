@@ -23,14 +23,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from speechlm.search.ctc_prefix_beam import log_add
 from speechlm.search.transducer_greedy import TransducerHypothesis, start_predictor
-
-
-def _logaddexp(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    hi, lo = max(a, b), min(a, b)
-    return hi + math.log1p(math.exp(lo - hi))
 
 
 def _finish(hyps: list[TransducerHypothesis], length_norm: bool) -> list[TransducerHypothesis]:
@@ -77,7 +71,7 @@ def modified_beam_search(predictor: nn.Module, joiner: nn.Module, enc: Tensor, e
                     ys, ts = ys + (v,), ts + (t,)
                 if ys in merged:  # same tokens by another path: one hypothesis, both paths' mass
                     j = merged[ys]
-                    slot_score[j] = _logaddexp(slot_score[j], s)
+                    slot_score[j] = log_add(slot_score[j], s)
                     continue
                 merged[ys] = len(slot_score)
                 slot_score.append(s)
@@ -133,7 +127,7 @@ def graves_beam_search(predictor: nn.Module, joiner: nn.Module, enc: Tensor, enc
                 logp = torch.log_softmax(joiner.joint(enc_proj[t], pp[0]).float(), dim=-1)
                 s_blank = s + float(logp[blank])
                 if ys in ended:  # the same tokens by another path
-                    ended[ys][0] = _logaddexp(ended[ys][0], s_blank)
+                    ended[ys][0] = log_add(ended[ys][0], s_blank)
                 else:
                     ended[ys] = [s_blank, ys, ts, pp, st]
                 if n_sym < max_symbols_per_frame:
