@@ -62,12 +62,18 @@ def test_digits_recipe_smoke(tmp_path):
     check_transducer_searches(recipe / "exp/transducer/model.avg.ckpt", recipe / "data/test")
 
 
-def check_transducer_searches(checkpoint: Path, data_dir: Path) -> None:
-    model, _, config = load_pretrained(checkpoint)
+def encode_data_dir(checkpoint: Path, data_dir: Path):
+    """(model, tokenizer, encoder output, reference texts) for every utterance of data_dir."""
+    model, tokenizer, config = load_pretrained(checkpoint)
     ds = AudioDataset(data_dir, sample_rate=int(config["frontend"]["sample_rate"]))
     batch = collate_audio([ds[i] for i in range(len(ds))])
     with torch.no_grad():
         enc = model.encode(batch["audio"], batch["audio_lens"])
+    return model, tokenizer, enc, [ds.dd.text[u] for u in batch["ids"]]
+
+
+def check_transducer_searches(checkpoint: Path, data_dir: Path) -> None:
+    model, _, enc, _ = encode_data_dir(checkpoint, data_dir)
     greedy = transducer_greedy_search(model.predictor, model.joiner, enc.output, enc.lengths)
     beam1 = modified_beam_search(model.predictor, model.joiner, enc.output, enc.lengths, beam_size=1)
     beam4 = modified_beam_search(model.predictor, model.joiner, enc.output, enc.lengths, beam_size=4)
@@ -100,12 +106,7 @@ def test_digits_transducer_modified_beam_is_never_worse_than_greedy(tmp_path):
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     exp, data = recipe / "exp/conformer_fast_transducer", recipe / "data/test"
     check_transducer_searches(exp / "model.avg.ckpt", data)
-    model, tokenizer, config = load_pretrained(exp / "model.avg.ckpt")
-    ds = AudioDataset(data, sample_rate=int(config["frontend"]["sample_rate"]))
-    batch = collate_audio([ds[i] for i in range(len(ds))])
-    with torch.no_grad():
-        enc = model.encode(batch["audio"], batch["audio_lens"])
-    refs = [ds.dd.text[u] for u in batch["ids"]]
+    model, tokenizer, enc, refs = encode_data_dir(exp / "model.avg.ckpt", data)
     greedy = [tokenizer.decode(h.tokens) for h in transducer_greedy_search(model.predictor, model.joiner, enc.output,
                                                                            enc.lengths)]
     beam = [tokenizer.decode(h[0].tokens) for h in modified_beam_search(model.predictor, model.joiner, enc.output,

@@ -67,8 +67,7 @@ def set_level(audio: np.ndarray, level_dbfs: float | None) -> np.ndarray:
 
 
 def make_split(pool: dict[str, list], per_speaker: int, rng: random.Random, out: Path, tag: str,
-               max_digits: int, level_dbfs: float | None, jitter_db: float = 0.0,
-               level_rng: random.Random | None = None) -> DataDir:
+               max_digits: int, level_dbfs: float | None, jitter_db: float, level_rng: random.Random) -> DataDir:
     """`per_speaker` utterances per speaker of `pool`; each at level_dbfs moved by a gain
     uniform in +-jitter_db (drawn from level_rng, so that the picks do not depend on it)."""
     wav_scp, text, utt2spk = {}, {}, {}
@@ -76,8 +75,9 @@ def make_split(pool: dict[str, list], per_speaker: int, rng: random.Random, out:
     for spk, recs in sorted(pool.items()):
         for i in range(per_speaker):
             picks = [rng.choice(recs) for _ in range(rng.randint(1, max_digits))]
-            level = None if level_dbfs is None else level_dbfs + (level_rng.uniform(-jitter_db, jitter_db)
-                                                                  if jitter_db else 0.0)
+            # no draw without jitter: dev and test leave level_rng as train left it
+            jitter = level_rng.uniform(-jitter_db, jitter_db) if jitter_db else 0.0
+            level = None if level_dbfs is None else level_dbfs + jitter
             pieces = []
             for n, (_, _, path) in enumerate(picks):
                 audio, sr = sf.read(path, dtype="float32")
