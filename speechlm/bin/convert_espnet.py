@@ -10,8 +10,12 @@ The checkpoint holds the weights (global_mvn statistics included, as buffers), t
 as a Hydra `_target_` tree (its frontend is ESPnet's `frontend_conf` as `LogMelFbank`),
 and the tokenizer made from `token_list` + `token_type` (char, word, or bpe with
 `bpemodel`). Paths in config.yaml are relative to the ESPnet recipe directory: run from
-there, or give the sentencepiece model with --bpemodel. Options this code does not
-implement are refused with the reason, never dropped.
+there, or give the sentencepiece model with --bpemodel.
+
+Every option of the config is decided (`speechlm.interop.espnet_options`; `--list-options`
+prints the table): options this code does not implement are refused with the reason, never
+dropped; those that do not change the converted model (training-only augmentation, loss
+variants, kernels) are listed in the checkpoint under `converted_from.left_out`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 import yaml
 
 from speechlm.atomic import atomic_path
+from speechlm.interop.espnet_options import AT_DEFAULT, options_markdown
 from speechlm.interop.espnet_asr import (
     ctc_attention_from_espnet_config,
     espnet_asr_model_config,
@@ -38,7 +43,8 @@ def espnet_checkpoint(config_yaml: str | os.PathLike, model_pth: str | os.PathLi
     reads it (with torch.load(weights_only=True))."""
     with open(config_yaml, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    model_config = espnet_asr_model_config(config)
+    left_out: dict[str, str] = {}
+    model_config = espnet_asr_model_config(config, left_out)
     if model_config["frontend"] is None:
         raise ValueError(f"input_size: {config['input_size']}: the model reads precomputed features, "
                          "and a speechlm checkpoint takes audio")
@@ -52,18 +58,26 @@ def espnet_checkpoint(config_yaml: str | os.PathLike, model_pth: str | os.PathLi
         "frontend": dict(model_config["frontend"]),
         "model": model_config,
         "vocab_size": tokenizer.vocab_size,
-        "converted_from": {"espnet_config": str(config_yaml), "espnet_model": str(model_pth)},
+        "converted_from": {"espnet_config": str(config_yaml), "espnet_model": str(model_pth),
+                           "espnet_version": str(config.get("version", "unknown")), "left_out": left_out},
     }
     return {"state_dict": model.state_dict(), "speechlm": {"config": resolved, "tokenizer": tokenizer.to_dict()}}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, type=Path, help="the ESPnet experiment's config.yaml")
-    p.add_argument("--model", required=True, type=Path, help="valid.acc.ave.pth (or any ESPnet model .pth)")
-    p.add_argument("--out", required=True, type=Path, help="the speechlm checkpoint to write")
+    p.add_argument("--config", type=Path, help="the ESPnet experiment's config.yaml")
+    p.add_argument("--model", type=Path, help="valid.acc.ave.pth (or any ESPnet model .pth)")
+    p.add_argument("--out", type=Path, help="the speechlm checkpoint to write")
     p.add_argument("--bpemodel", type=Path, help="sentencepiece model (default: config.yaml's bpemodel)")
+    p.add_argument("--list-options", action="store_true",
+                   help="print every ESPnet config option and what the converter does with it (Markdown)")
     args = p.parse_args(argv)
+    if args.list_options:
+        print(options_markdown(), end="")
+        return 0
+    if not (args.config and args.model and args.out):
+        p.error("--config, --model and --out are required")
     try:
         checkpoint = espnet_checkpoint(args.config, args.model, args.bpemodel)
         with atomic_path(args.out) as tmp:
@@ -72,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert_espnet: error: {e}", file=sys.stderr)
         return 1
     meta = checkpoint["speechlm"]
+    left_out = meta["config"]["converted_from"]["left_out"]
     print(f"{args.config} + {args.model} -> {args.out} (vocab_size {meta['config']['vocab_size']}, "
           f"{meta['tokenizer']['_target_'].rsplit('.', 1)[-1]}, "
           f"{meta['config']['frontend']['sample_rate']} Hz)")
+    for key, why in left_out.items():
+        if not why.startswith(AT_DEFAULT):
+            print(f"  left out: {key}: {why}")
     return 0
 
 

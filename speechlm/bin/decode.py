@@ -6,8 +6,10 @@
 `method=auto` picks the model's search: joint CTC/attention beam search, or for a transducer
 modified beam search (`method=greedy` / `graves_beam` for the others).
 
-Utterances are decoded in duration-bucketed batches (joint CTC/attention beam search is
-batched over utterances and hypotheses). Writes out_dir/hyp.trn, ref.trn (if the dir has
+Utterances are decoded in duration-bucketed batches: the search is batched over utterances
+and hypotheses, while the encoder runs on each utterance alone (`encode_each=true`), so
+that an utterance's hypothesis never depends on the batch it is in (and equals ESPnet's,
+which decodes one utterance at a time). Writes out_dir/hyp.trn, ref.trn (if the dir has
 transcripts) and a Kaldi `text` of hypotheses, and logs the real-time factor.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from speechlm.atomic import atomic_write_text
 from speechlm.data.collate import collate_audio
 from speechlm.data.dataset import AudioDataset
 from speechlm.data.sampler import DurationBucketSampler
+from speechlm.models.encode import encode_each
 from speechlm.scoring.trn import trn_rows, write_trn
 from speechlm.search.ctc_greedy import ctc_greedy_search
 from speechlm.search.joint_beam import joint_beam_search
@@ -56,7 +59,10 @@ def search_method(model, method: str) -> str:
 def decode_batch(model, batch: dict, cfg) -> list[list[int]]:
     """Token ids of the best hypothesis of each utterance in a collated batch."""
     method = search_method(model, cfg.method)
-    enc = model.encode(batch["audio"], batch["audio_lens"])
+    if getattr(cfg, "encode_each", True):  # the batch's results = its utterances' one at a time
+        enc = encode_each(model.encode, batch["audio"], batch["audio_lens"])
+    else:
+        enc = model.encode(batch["audio"], batch["audio_lens"])
     ctc_logp = model.ctc.log_softmax(enc.output) if getattr(model, "ctc", None) is not None else None
     if method == "ctc_greedy":
         if ctc_logp is None:

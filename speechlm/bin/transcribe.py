@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, config = load_pretrained(args.model, args.device)
     sample_rate = int(config["frontend"]["sample_rate"])
     search = SimpleNamespace(method=args.method, beam_size=args.beam_size, ctc_weight=args.ctc_weight,
-                             penalty=args.penalty, maxlenratio=0.0, minlenratio=0.0, max_symbols_per_frame=1)
+                             penalty=args.penalty, maxlenratio=0.0, minlenratio=0.0, max_symbols_per_frame=1,
+                             encode_each=True)
     audio, errors = {}, {}
     for i, path in enumerate(args.files):
         try:

@@ -11,7 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from speechlm.nn.masks import valid_mask
-from speechlm.nn.positional import NoPositionalEncoding, PositionalEncoding, RelPositionalEncoding
+from speechlm.nn.attention import LegacyRelPositionMultiHeadAttention, MultiHeadAttention, RelPositionMultiHeadAttention
+from speechlm.nn.positional import (
+    LegacyRelPositionalEncoding,
+    NoPositionalEncoding,
+    PositionalEncoding,
+    RelPositionalEncoding,
+)
 from speechlm.nn.subsampling import Conv2dSubsampling, LinearInput
 
 
@@ -28,15 +34,49 @@ def input_layer(kind: str, idim: int, odim: int, dropout_rate: float, linear_rel
     return Conv2dSubsampling(idim, odim, kind)
 
 
-def positional_encoding(kind: str, d_model: int, dropout_rate: float) -> nn.Module:
-    """ESPnet's `pos_enc_layer_type` names: abs_pos, rel_pos; "none" for RoPE."""
+def positional_encoding(kind: str, d_model: int, dropout_rate: float, max_len: int = 5000) -> nn.Module:
+    """ESPnet's `pos_enc_layer_type` names: abs_pos, rel_pos, legacy_rel_pos; "none" for
+    RoPE. `max_len` matters only to legacy_rel_pos (see `LegacyRelPositionalEncoding`)."""
     if kind == "abs_pos":
         return PositionalEncoding(d_model, dropout_rate)
     if kind == "rel_pos":
         return RelPositionalEncoding(d_model, dropout_rate)
+    if kind == "legacy_rel_pos":
+        return LegacyRelPositionalEncoding(d_model, dropout_rate, max_len)
     if kind == "none":
         return NoPositionalEncoding(d_model, dropout_rate)
-    raise ValueError(f"unsupported pos_enc_layer_type '{kind}' (abs_pos, rel_pos, none; legacy_rel_pos is not supported)")
+    raise ValueError(f"unsupported pos_enc_layer_type '{kind}' (abs_pos, rel_pos, legacy_rel_pos, none)")
+
+
+def relative_position_types(rel_pos_type: str, pos_enc_layer_type: str, attention_layer_type: str) -> tuple[str, str]:
+    """ESPnet's rule: rel_pos_type "legacy" turns rel_pos / rel_selfattn into their legacy
+    versions; "latest" leaves them. Returns (pos_enc_layer_type, attention_layer_type)."""
+    if rel_pos_type == "legacy":
+        pos_enc_layer_type = {"rel_pos": "legacy_rel_pos"}.get(pos_enc_layer_type, pos_enc_layer_type)
+        attention_layer_type = {"rel_selfattn": "legacy_rel_selfattn"}.get(attention_layer_type, attention_layer_type)
+    elif rel_pos_type == "latest":
+        if pos_enc_layer_type == "legacy_rel_pos" or attention_layer_type == "legacy_rel_selfattn":
+            raise ValueError("legacy_rel_pos / legacy_rel_selfattn need rel_pos_type 'legacy'")
+    else:
+        raise ValueError(f"unknown rel_pos_type '{rel_pos_type}' (latest or legacy)")
+    return pos_enc_layer_type, attention_layer_type
+
+
+def self_attention(kind: str, pos_enc_layer_type: str, heads: int, size: int, dropout_rate: float,
+                   zero_triu: bool = False, rope: bool = False) -> nn.Module:
+    """ESPnet's `selfattention_layer_type` / `attention_layer_type` names: selfattn,
+    rel_selfattn (needs pos_enc_layer_type rel_pos), legacy_rel_selfattn (legacy_rel_pos).
+    As in ESPnet's encoders, `zero_triu` reaches rel_selfattn only."""
+    needs = {"rel_selfattn": "rel_pos", "legacy_rel_selfattn": "legacy_rel_pos"}
+    if kind in needs and pos_enc_layer_type != needs[kind]:
+        raise ValueError(f"{kind} needs pos_enc_layer_type {needs[kind]}, not {pos_enc_layer_type}")
+    if kind == "rel_selfattn":
+        return RelPositionMultiHeadAttention(heads, size, dropout_rate, zero_triu)
+    if kind == "legacy_rel_selfattn":
+        return LegacyRelPositionMultiHeadAttention(heads, size, dropout_rate)
+    if kind == "selfattn":
+        return MultiHeadAttention(heads, size, dropout_rate, rope=rope)
+    raise ValueError(f"unsupported self-attention type '{kind}' (selfattn, rel_selfattn, legacy_rel_selfattn)")
 
 
 def per_layer(rate: float | Sequence[float], num_blocks: int) -> list[float]:

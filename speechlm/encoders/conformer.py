@@ -12,9 +12,15 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from speechlm.encoders.base import Encoder, input_layer, per_layer, positional_encoding
+from speechlm.encoders.base import (
+    Encoder,
+    input_layer,
+    per_layer,
+    positional_encoding,
+    relative_position_types,
+    self_attention,
+)
 from speechlm.nn.activation import activation
-from speechlm.nn.attention import MultiHeadAttention, RelPositionMultiHeadAttention
 from speechlm.nn.convolution import ConvolutionModule
 from speechlm.nn.dropout import Dropout
 from speechlm.nn.feed_forward import FeedForward
@@ -69,8 +75,9 @@ class ConformerBlock(nn.Module):
 
 
 class ConformerEncoder(Encoder):
-    """Arguments and defaults are ESPnet's `ConformerEncoder`'s, except that only the
-    "latest" relative positions are implemented, and `use_rope` is ours."""
+    """Arguments and defaults are ESPnet's `ConformerEncoder`'s, except `rel_pos_type`,
+    which defaults to "latest" here ("legacy" in ESPnet, kept for old checkpoints; the
+    ESPnet converter passes it explicitly), and `use_rope`, which is ours."""
 
     def __init__(
         self,
@@ -95,28 +102,24 @@ class ConformerEncoder(Encoder):
         stochastic_depth_rate: float | Sequence[float] = 0.0,
         layer_drop_rate: float = 0.0,
         interctc_layer_idx: Sequence[int] = (),
+        max_pos_emb_len: int = 5000,
         use_rope: bool = False,
     ):
         super().__init__()
-        if rel_pos_type != "latest":
-            raise ValueError("only rel_pos_type 'latest' is supported (ESPnet's 'legacy' is deprecated there too)")
         if use_rope:
             pos_enc_layer_type, selfattention_layer_type = "none", "selfattn"
+        pos_enc_layer_type, selfattention_layer_type = relative_position_types(
+            rel_pos_type, pos_enc_layer_type, selfattention_layer_type)
         self._output_size = output_size
         self.interctc_layer_idx = list(interctc_layer_idx)
         self.layer_drop_rate = layer_drop_rate
         self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate)
-        self.pos_enc = positional_encoding(pos_enc_layer_type, output_size, positional_dropout_rate)
+        self.pos_enc = positional_encoding(pos_enc_layer_type, output_size, positional_dropout_rate, max_pos_emb_len)
         act = activation(activation_type)
 
         def attention() -> nn.Module:
-            if selfattention_layer_type == "rel_selfattn":
-                if pos_enc_layer_type != "rel_pos":
-                    raise ValueError("rel_selfattn needs pos_enc_layer_type rel_pos")
-                return RelPositionMultiHeadAttention(attention_heads, output_size, attention_dropout_rate, zero_triu)
-            if selfattention_layer_type == "selfattn":
-                return MultiHeadAttention(attention_heads, output_size, attention_dropout_rate, rope=use_rope)
-            raise ValueError(f"unsupported selfattention_layer_type '{selfattention_layer_type}'")
+            return self_attention(selfattention_layer_type, pos_enc_layer_type, attention_heads, output_size,
+                                  attention_dropout_rate, zero_triu, rope=use_rope)
 
         def ffn() -> nn.Module:
             return FeedForward(output_size, linear_units, dropout_rate, act)

@@ -11,9 +11,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from speechlm.encoders.base import Encoder, input_layer, positional_encoding
+from speechlm.encoders.base import Encoder, input_layer, positional_encoding, relative_position_types, self_attention
 from speechlm.nn.activation import activation
-from speechlm.nn.attention import MultiHeadAttention, RelPositionMultiHeadAttention
 from speechlm.nn.cgmlp import ConvolutionalGatingMLP
 from speechlm.nn.dropout import Dropout
 from speechlm.nn.feed_forward import FeedForward
@@ -57,8 +56,7 @@ class EBranchformerBlock(nn.Module):
 
 
 class EBranchformerEncoder(Encoder):
-    """Arguments and defaults are ESPnet's `EBranchformerEncoder`'s ("latest" relative
-    positions only); `use_rope` is ours."""
+    """Arguments and defaults are ESPnet's `EBranchformerEncoder`'s; `use_rope` is ours."""
 
     norm_intermediate = False
 
@@ -87,26 +85,24 @@ class EBranchformerEncoder(Encoder):
         linear_units: int = 2048,
         merge_conv_kernel: int = 3,
         interctc_layer_idx: Sequence[int] | None = None,
+        max_pos_emb_len: int = 5000,
         use_rope: bool = False,
     ):
         super().__init__()
-        if rel_pos_type != "latest":
-            raise ValueError("only rel_pos_type 'latest' is supported")
         if use_rope:
             pos_enc_layer_type, attention_layer_type = "none", "selfattn"
+        pos_enc_layer_type, attention_layer_type = relative_position_types(
+            rel_pos_type, pos_enc_layer_type, attention_layer_type)
         self._output_size = output_size
         self.interctc_layer_idx = list(interctc_layer_idx or ())
         self.layer_drop_rate = layer_drop_rate
         self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate)
-        self.pos_enc = positional_encoding(pos_enc_layer_type, output_size, positional_dropout_rate)
+        self.pos_enc = positional_encoding(pos_enc_layer_type, output_size, positional_dropout_rate, max_pos_emb_len)
         act = activation(ffn_activation_type)
 
         def attention() -> nn.Module:
-            if attention_layer_type == "rel_selfattn":
-                return RelPositionMultiHeadAttention(attention_heads, output_size, attention_dropout_rate, zero_triu)
-            if attention_layer_type == "selfattn":
-                return MultiHeadAttention(attention_heads, output_size, attention_dropout_rate, rope=use_rope)
-            raise ValueError(f"unsupported attention_layer_type '{attention_layer_type}'")
+            return self_attention(attention_layer_type, pos_enc_layer_type, attention_heads, output_size,
+                                  attention_dropout_rate, zero_triu, rope=use_rope)
 
         def ffn() -> nn.Module | None:
             return FeedForward(output_size, linear_units, dropout_rate, act) if use_ffn else None

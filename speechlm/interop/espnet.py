@@ -15,7 +15,6 @@ fbank, and `normalize: global_mvn` reads the `feats_stats.npz` that
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from typing import Any, Mapping
@@ -23,28 +22,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from speechlm.interop.espnet_options import check_choice, check_options
+
 log = logging.getLogger(__name__)
-
-# ESPnet `encoder_conf` keys that ours need not take: they change how ESPnet computes, never
-# what it computes, or only matter for an input layer we do not have.
-_NO_EFFECT_ON_OUTPUTS = {
-    "use_flash_attn": "an attention kernel choice (flash_attn is CUDA-only); same math",
-    "gradient_checkpoint_layers": "trades memory for compute in training; same outputs",
-    "max_pos_emb_len": "initial size of a positional table that ESPnet grows on demand",
-    "padding_idx": "only used by input_layer: embed (token inputs)",
-    "positionwise_conv_kernel_size": "only used when positionwise_layer_type is conv1d",
-}
-
-# ESPnet options we implement only at ESPnet's default value. A config that sets another
-# value describes a different network, so it is refused rather than silently dropped.
-_ONLY_AT_DEFAULT = {
-    "concat_after": False,
-    "positionwise_layer_type": "linear",
-    "interctc_use_conditioning": False,  # its Linear lives in ESPnet's ASR model, not here
-    "ctc_trim": False,
-    "qk_norm": False,
-    "pos_enc_class": None,  # a Python class in TransformerEncoder's signature, never in YAML
-}
 
 
 def _fused_qkv_prefixes(keys) -> list[str]:
@@ -99,73 +79,47 @@ def ours_to_espnet_encoder_state_dict(
     return out
 
 
+# ESPnet's `encoder:` names and class names -> our class's module and name.
+_ENCODERS = {
+    "conformer": ("speechlm.encoders.conformer", "ConformerEncoder"),
+    "e_branchformer": ("speechlm.encoders.e_branchformer", "EBranchformerEncoder"),
+    "transformer": ("speechlm.encoders.transformer", "TransformerEncoder"),
+}
+
+
+def espnet_encoder_name(family: str | type) -> str:
+    """ESPnet's `encoder:` name for a name or an encoder class (ESPnet's or ours)."""
+    name = family if isinstance(family, str) else family.__name__
+    for espnet_name, (_, class_name) in _ENCODERS.items():
+        if name in (espnet_name, class_name):
+            return espnet_name
+    raise ValueError(f"ESPnet encoder {name!r} has no counterpart here; supported: {', '.join(_ENCODERS)}")
+
+
 def our_encoder_class(family: str | type) -> type:
     """Our class for an ESPnet encoder: its `encoder:` name in config.yaml ("conformer",
     "e_branchformer", "transformer") or its class (ESPnet's `ConformerEncoder`, ...)."""
-    name = family if isinstance(family, str) else family.__name__
-    # Imported here so that asking for one family does not need the other two.
-    if name in ("conformer", "ConformerEncoder"):
-        from speechlm.encoders.conformer import ConformerEncoder
-        return ConformerEncoder
-    elif name in ("e_branchformer", "EBranchformerEncoder"):
-        from speechlm.encoders.e_branchformer import EBranchformerEncoder
-        return EBranchformerEncoder
-    elif name in ("transformer", "TransformerEncoder"):
-        from speechlm.encoders.transformer import TransformerEncoder
-        return TransformerEncoder
-    raise ValueError(
-        f"ESPnet encoder {name!r} has no counterpart here; supported: "
-        "conformer, e_branchformer, transformer"
-    )
+    import importlib
+
+    module, name = _ENCODERS[espnet_encoder_name(family)]
+    return getattr(importlib.import_module(module), name)  # only the family asked for is imported
 
 
 def espnet_encoder_kwargs(
     family: str | type, encoder_conf: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Check an ESPnet `encoder_conf` and turn it into our constructor's keyword arguments.
+    """Check an ESPnet `encoder_conf` against `espnet_options` and turn it into our
+    constructor's keyword arguments.
 
-    Returns (kwargs, dropped), `dropped` naming each ESPnet key left out and why. Raises
-    ValueError for options that describe a network we do not implement.
-    """
-    cls = our_encoder_class(family)
-    conf = dict(encoder_conf)
-    if "input_size" in conf:
+    Returns (kwargs, left_out), `left_out` naming each ESPnet key not passed on and why.
+    Raises ValueError for options that describe a network we do not implement."""
+    name = espnet_encoder_name(family)
+    if "input_size" in encoder_conf:
         raise ValueError("input_size is not part of ESPnet's encoder_conf; pass it separately")
-
-    # Relative positions: ESPnet's Conformer defaults to the *legacy* rel_pos_type (its
-    # E-Branchformer to "latest"), and the two compute different attention scores, so an
-    # absent key must be read with ESPnet's default, not ours.
-    if cls.__name__ in ("ConformerEncoder", "EBranchformerEncoder"):
-        espnet_default = "legacy" if cls.__name__ == "ConformerEncoder" else "latest"
-        rel_pos_type = conf.get("rel_pos_type", espnet_default)
-        pos_enc = conf.get("pos_enc_layer_type", "rel_pos")
-        if rel_pos_type == "legacy" and pos_enc in ("rel_pos", "legacy_rel_pos"):
-            raise ValueError(
-                "legacy relative positional encoding (rel_pos_type: legacy"
-                + ("" if "rel_pos_type" in conf else ", ESPnet's Conformer default")
-                + ") is not supported; only rel_pos_type: latest is"
-            )
-        if pos_enc == "legacy_rel_pos":
-            raise ValueError("pos_enc_layer_type: legacy_rel_pos is not supported")
-        conf["rel_pos_type"] = "latest"  # same network as legacy when positions are absolute
-
-    params = inspect.signature(cls).parameters
-    kwargs, dropped = {}, {}
-    for key, value in conf.items():
-        if key in params:
-            kwargs[key] = value
-        elif key in _NO_EFFECT_ON_OUTPUTS:
-            dropped[key] = _NO_EFFECT_ON_OUTPUTS[key]
-        elif key in _ONLY_AT_DEFAULT and value == _ONLY_AT_DEFAULT[key]:
-            dropped[key] = "ESPnet's default, the only value implemented here"
-        elif key in _ONLY_AT_DEFAULT:
-            raise ValueError(
-                f"ESPnet {cls.__name__} option {key}: {value!r} is not supported "
-                f"(only {_ONLY_AT_DEFAULT[key]!r})"
-            )
-        else:
-            raise ValueError(f"ESPnet {cls.__name__} option {key}: {value!r} is not supported")
-    return kwargs, dropped
+    kwargs, left_out = check_options("encoder", name, encoder_conf)
+    if name == "conformer":  # ESPnet's Conformer defaults to legacy relative positions, ours not
+        kwargs.setdefault("rel_pos_type", "legacy")
+    return kwargs, left_out
 
 
 def encoder_from_espnet_config(
@@ -202,13 +156,10 @@ def espnet_input_size(config: Mapping[str, Any]) -> int:
     """The encoder's input dimension in an ESPnet ASR config.yaml, as ESPnet's build_model
     works it out: `input_size` if given (features from the data loader), else the frontend's
     output (the default frontend: `frontend_conf.n_mels`, 80 unless set)."""
-    if config.get("preencoder") is not None:
-        raise ValueError(f"preencoder: {config['preencoder']} is not supported")
+    check_choice("preencoder", config.get("preencoder"))
     if config.get("input_size") is not None:
         return int(config["input_size"])
-    frontend = config.get("frontend", "default")
-    if frontend != "default":
-        raise ValueError(f"frontend: {frontend} is not supported (only ESPnet's default fbank)")
+    check_choice("frontend", config.get("frontend", "default"))
     return int((config.get("frontend_conf") or {}).get("n_mels", 80))
 
 

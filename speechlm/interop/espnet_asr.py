@@ -41,6 +41,7 @@ from speechlm.interop.espnet import (
     our_encoder_class,
     ours_to_espnet_encoder_state_dict,
 )
+from speechlm.interop.espnet_options import CLASSES, TRAINING_ONLY, check_choice, check_options, check_task_options
 from speechlm.models.ctc_attention import CTCAttentionModel
 from speechlm.tokenizers import CharTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer
 from speechlm.tokenizers.sentencepiece import sentencepiece_model_type
@@ -127,48 +128,17 @@ def ours_to_espnet_asr_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str,
 
 
 # --- building our model from an ESPnet experiment's config.yaml -------------------------
-
-# ESPnet `decoder_conf` keys that change how ESPnet computes, never what it computes.
-_DECODER_NO_EFFECT = {
-    "use_flash_attn": "an attention kernel choice (flash_attn is CUDA-only); same math",
-    "gradient_checkpoint_layers": "trades memory for compute in training; same outputs",
-}
-# ESPnet decoder options implemented only at ESPnet's default value.
-_DECODER_ONLY_AT_DEFAULT = {"input_layer": "embed", "concat_after": False, "qk_norm": False, "pos_enc_class": None}
-# `model_conf` keys that only change what ESPnet reports (CER/WER), never the loss.
-_MODEL_CONF_REPORTING = {"report_cer", "report_wer", "sym_space", "extract_feats_in_collect_stats",
-                         "autocast_frontend"}
+# Every option is decided in `speechlm.interop.espnet_options`; here the mapped ones become
+# our modules' arguments.
 
 
 def espnet_decoder_kwargs(decoder_conf: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """ESPnet's `decoder_conf` (decoder: transformer) -> our `TransformerDecoder`'s keyword
     arguments (without vocab_size and encoder_output_size), and the keys left out with why."""
-    params = inspect.signature(TransformerDecoder).parameters
-    kwargs, dropped = {}, {}
-    for key, value in decoder_conf.items():
-        if key in ("vocab_size", "encoder_output_size"):
+    for key in ("vocab_size", "encoder_output_size"):
+        if key in decoder_conf:
             raise ValueError(f"{key} is not part of ESPnet's decoder_conf; it comes from the model")
-        if key in _DECODER_ONLY_AT_DEFAULT and value != _DECODER_ONLY_AT_DEFAULT[key]:
-            raise ValueError(f"ESPnet TransformerDecoder option {key}: {value!r} is not supported "
-                             f"(only {_DECODER_ONLY_AT_DEFAULT[key]!r})")
-        if key in params:
-            kwargs[key] = value
-        elif key in _DECODER_NO_EFFECT:
-            dropped[key] = _DECODER_NO_EFFECT[key]
-        elif key in _DECODER_ONLY_AT_DEFAULT:
-            dropped[key] = "ESPnet's default, the only value implemented here"
-        else:
-            raise ValueError(f"ESPnet TransformerDecoder option {key}: {value!r} is not supported")
-    return kwargs, dropped
-
-
-# ESPnet DefaultFrontend arguments that `LogMelFbank` takes under the same name (`fs` is
-# our `sample_rate`), and those it implements only at ESPnet's default value.
-_FRONTEND_ARGS = ("n_fft", "win_length", "hop_length", "window", "center", "normalized", "n_mels", "fmin", "fmax", "htk")
-_FRONTEND_ONLY_AT_DEFAULT = {
-    "apply_stft": (True, "apply_stft: false reads precomputed STFTs, not audio"),
-    "onesided": (True, "onesided: false gives n_fft bins, which ESPnet's own LogMel cannot take"),
-}
+    return check_options("decoder", "transformer", decoder_conf)
 
 
 def espnet_sample_rate(fs: int | float | str) -> int:
@@ -184,115 +154,119 @@ def espnet_sample_rate(fs: int | float | str) -> int:
     return int(rate)
 
 
-def espnet_frontend_config(config: Mapping[str, Any]) -> dict[str, Any] | None:
+def espnet_frontend_config(config: Mapping[str, Any], left_out: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Hydra node (`_target_` + arguments) of our frontend for an ESPnet ASR config:
     `frontend: default` + `frontend_conf` -> `speechlm.features.LogMelFbank`. None when the
     model reads features (`input_size` set: ESPnet then builds no frontend either)."""
     if config.get("input_size") is not None:
         return None
-    frontend = config.get("frontend", "default")
-    if frontend != "default":
-        raise ValueError(f"frontend: {frontend} is not supported (only ESPnet's default STFT log-mel)")
-    conf = dict(config.get("frontend_conf") or {})
-    node = {"_target_": "speechlm.features.LogMelFbank", "sample_rate": espnet_sample_rate(conf.pop("fs", 16000))}
-    enhancement = conf.pop("frontend_conf", None) or {}  # ESPnet's multi-channel WPE / beamformer
-    if enhancement.get("use_wpe") or enhancement.get("use_beamformer"):
-        raise ValueError("frontend_conf.frontend_conf: multi-channel WPE / beamforming is not supported")
-    for key, (default, why) in _FRONTEND_ONLY_AT_DEFAULT.items():
-        if conf.pop(key, default) != default:
-            raise ValueError(f"ESPnet frontend_conf {why}; not supported")
-    unknown = sorted(set(conf) - set(_FRONTEND_ARGS))
-    if unknown:
-        raise ValueError(f"ESPnet frontend_conf keys not supported: {unknown}")
-    node.update(conf)
+    check_choice("frontend", config.get("frontend", "default"))
+    kwargs, dropped = check_options("frontend", "default", config.get("frontend_conf") or {})
+    _note(left_out, "frontend_conf", dropped)
+    node = {"_target_": "speechlm.features.LogMelFbank", "sample_rate": espnet_sample_rate(kwargs.pop("fs", 16000))}
+    node.update(kwargs)
     node.setdefault("n_mels", 80)
+    node.setdefault("hop_length", 128)  # ESPnet's defaults, whatever LogMelFbank's are
+    node.setdefault("n_fft", 512)
     return node
 
 
-def espnet_asr_model_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def espnet_normalize_config(config: Mapping[str, Any], left_out: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Hydra node of our normaliser for `normalize` + `normalize_conf`: global_mvn ->
+    `GlobalCMVN` (statistics from the model's weights), utterance_mvn -> `UtteranceMVN`.
+    An absent `normalize` is ESPnet's default, utterance_mvn; `null` is none."""
+    name = config.get("normalize", "utterance_mvn")
+    name = None if name in ("none", "null") else name
+    check_choice("normalize", name)
+    if name is None:
+        return None
+    kwargs, dropped = check_options("normalize", name, config.get("normalize_conf") or {})
+    _note(left_out, "normalize_conf", dropped)
+    if name == "global_mvn":
+        return {"_target_": "speechlm.features.GlobalCMVN.from_stats_file",
+                "path": (config.get("normalize_conf") or {}).get("stats_file"),
+                "norm_means": kwargs.get("norm_means", True), "norm_vars": kwargs.get("norm_vars", True)}
+    return {"_target_": "speechlm.features.UtteranceMVN", **kwargs}
+
+
+def _note(left_out: dict[str, str] | None, section: str, dropped: Mapping[str, str]) -> None:
+    for key, why in dropped.items():
+        log.info("ESPnet %s %s left out: %s", section, key, why)
+        if left_out is not None:
+            left_out[f"{section}.{key}"] = why
+
+
+def espnet_asr_model_config(config: Mapping[str, Any], left_out: dict[str, str] | None = None) -> dict[str, Any]:
     """Hydra config (a `_target_` tree) of our `CTCAttentionModel` for an ESPnet ASR
-    `config.yaml` (as a dict): frontend (ESPnet's default STFT log-mel), global_mvn
-    normalisation, encoder, decoder (transformer), CTC, loss weights, token conventions.
-    `hydra.utils.instantiate` builds it; `normalize` names ESPnet's stats file, which need
-    not exist (the statistics are buffers in the state_dict), so pass `normalize=` yourself."""
+    `config.yaml` (as a dict): frontend, normalisation, encoder, decoder (transformer), CTC,
+    loss weights, token conventions. Every option is checked against
+    `speechlm.interop.espnet_options`; refused ones raise ValueError with the reason, and the
+    options not carried over are added to `left_out` (`section.key` -> why).
+    `hydra.utils.instantiate` builds it; a global_mvn `normalize` names ESPnet's stats file,
+    which need not exist (the statistics are buffers in the state_dict): pass
+    `normalize=` yourself (`ctc_attention_from_espnet_config` does)."""
+    _note(left_out, "config", check_task_options(config))
+    for section, default in (("model", "espnet"), ("preencoder", None), ("postencoder", None),
+                             ("specaug", None), ("preprocessor", "default")):
+        choice = config.get(section, default)
+        if check_choice(section, choice) == TRAINING_ONLY and choice != default:
+            _note(left_out, section, {str(choice): f"training only (with its {section}_conf)"})
     token_list = espnet_token_list(config)
     vocab_size = len(token_list)
-    model_conf = dict(config.get("model_conf") or {})
-    for key in _MODEL_CONF_REPORTING:
-        model_conf.pop(key, None)
-    sym_sos, sym_eos = model_conf.pop("sym_sos", "<sos/eos>"), model_conf.pop("sym_eos", "<sos/eos>")
-    sos = token_list.index(sym_sos) if sym_sos in token_list else vocab_size - 1
-    eos = token_list.index(sym_eos) if sym_eos in token_list else vocab_size - 1
+    model_conf, dropped = check_options("model", "espnet", config.get("model_conf") or {})
+    _note(left_out, "model_conf", dropped)
+
+    def token_id(key: str) -> int:
+        symbol = model_conf.pop(key, CLASSES[("model", "espnet")][1][key].default)
+        if symbol not in token_list:
+            raise ValueError(f"model_conf {key}: {symbol!r} is not in token_list")
+        return token_list.index(symbol)
+
+    sos, eos, blank_id = token_id("sym_sos"), token_id("sym_eos"), token_id("sym_blank")
     if sos != eos:
-        raise ValueError(f"<sos> ({sym_sos}, id {sos}) and <eos> ({sym_eos}, id {eos}) differ; one shared id is supported")
-    sym_blank = model_conf.pop("sym_blank", "<blank>")
-    blank_id = token_list.index(sym_blank) if sym_blank in token_list else 0
-    for key in ("lang_token_id", "transducer_multi_blank_durations", "aux_ctc"):
-        if model_conf.get(key) not in (None, -1, []):
-            raise ValueError(f"ESPnet model_conf {key}: {model_conf[key]!r} is not supported")
-        model_conf.pop(key, None)
-    known = ("ctc_weight", "interctc_weight", "ignore_id", "lsm_weight", "length_normalized_loss")
-    if set(model_conf) - set(known):
-        raise ValueError(f"ESPnet model_conf keys not supported: {sorted(set(model_conf) - set(known))}")
+        raise ValueError(f"<sos> (id {sos}) and <eos> (id {eos}) differ; one shared id is supported")
     model_conf.setdefault("ctc_weight", 0.5)  # ESPnetASRModel's defaults, which the config may rely on
     model_conf.setdefault("lsm_weight", 0.0)
 
-    if config.get("postencoder") is not None:
-        raise ValueError(f"postencoder: {config['postencoder']} is not supported")
-    if config.get("specaug") is not None:
-        log.info("ESPnet specaug %s left out: it only acts in training", config["specaug"])
     input_size = espnet_input_size(config)
-    encoder_cls = our_encoder_class(config["encoder"])
-    kwargs, dropped = espnet_encoder_kwargs(config["encoder"], config.get("encoder_conf") or {})
-    for key, why in dropped.items():
-        log.info("ESPnet encoder_conf %s left out: %s", key, why)
+    encoder_name = config.get("encoder")
+    check_choice("encoder", encoder_name)
+    encoder_cls = our_encoder_class(encoder_name)
+    kwargs, dropped = espnet_encoder_kwargs(encoder_name, config.get("encoder_conf") or {})
+    _note(left_out, "encoder_conf", dropped)
     kwargs.setdefault("output_size", inspect.signature(encoder_cls).parameters["output_size"].default)
     encoder = {"_target_": f"{encoder_cls.__module__}.{encoder_cls.__qualname__}", "input_size": input_size, **kwargs}
+
     decoder = None
+    decoder_name = config.get("decoder")
+    check_choice("decoder", decoder_name)
     if model_conf["ctc_weight"] < 1.0:
-        if config.get("decoder") != "transformer":
-            raise ValueError(f"decoder: {config.get('decoder')} is not supported (only transformer)")
+        if decoder_name is None:
+            raise ValueError(f"model_conf ctc_weight: {model_conf['ctc_weight']} needs a decoder, and decoder is null")
         kwargs, dropped = espnet_decoder_kwargs(config.get("decoder_conf") or {})
-        for key, why in dropped.items():
-            log.info("ESPnet decoder_conf %s left out: %s", key, why)
+        _note(left_out, "decoder_conf", dropped)
         decoder = {"_target_": "speechlm.decoders.transformer.TransformerDecoder", "vocab_size": vocab_size,
                    "encoder_output_size": encoder["output_size"], **kwargs}
+    elif decoder_name is not None:
+        _note(left_out, "decoder", {decoder_name: "ctc_weight 1.0: ESPnet drops the decoder too"})
 
-    ctc_conf = dict(config.get("ctc_conf") or {})
-    ctc_dropout = ctc_conf.pop("dropout_rate", 0.0)
-    zero_infinity = ctc_conf.pop("zero_infinity", True)
-    ignore_nan_grad = ctc_conf.pop("ignore_nan_grad", None)  # ESPnet's old name for zero_infinity
-    if not (zero_infinity if ignore_nan_grad is None else ignore_nan_grad):
-        raise ValueError("ESPnet ctc_conf zero_infinity: false is not supported")
-    for key, default in (("ctc_type", "builtin"), ("reduce", True)):
-        if ctc_conf.pop(key, default) != default:
-            raise ValueError(f"ESPnet ctc_conf {key} other than {default!r} is not supported")
-    if ctc_conf:
-        raise ValueError(f"ESPnet ctc_conf keys not supported: {sorted(ctc_conf)}")
-
-    normalize = None
-    if config.get("normalize") == "global_mvn":
-        conf = config.get("normalize_conf") or {}
-        normalize = {"_target_": "speechlm.features.GlobalCMVN.from_stats_file", "path": conf.get("stats_file"),
-                     "norm_means": conf.get("norm_means", True), "norm_vars": conf.get("norm_vars", True)}
-    elif config.get("normalize") not in (None, "none"):
-        raise ValueError(f"normalize: {config['normalize']} is not supported (global_mvn or none)")
-
+    ctc, dropped = check_options("ctc", "ctc", config.get("ctc_conf") or {})
+    _note(left_out, "ctc_conf", dropped)
     return {"_target_": "speechlm.models.ctc_attention.CTCAttentionModel", "vocab_size": vocab_size,
-            "encoder": encoder, "decoder": decoder, "frontend": espnet_frontend_config(config),
-            "normalize": normalize, "specaug": None, "sos_eos_id": sos, "blank_id": blank_id,
-            "ctc_dropout_rate": ctc_dropout, **model_conf}
+            "encoder": encoder, "decoder": decoder, "frontend": espnet_frontend_config(config, left_out),
+            "normalize": espnet_normalize_config(config, left_out), "specaug": None, "sos_eos_id": sos,
+            "blank_id": blank_id, "ctc_dropout_rate": ctc.get("dropout_rate", 0.0), **model_conf}
 
 
-def ctc_attention_from_espnet_config(config: Mapping[str, Any],
-                                     state_dict: Mapping[str, Tensor] | None = None) -> CTCAttentionModel:
+def ctc_attention_from_espnet_config(config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None,
+                                     left_out: dict[str, str] | None = None) -> CTCAttentionModel:
     """Our `CTCAttentionModel` from an ESPnet ASR `config.yaml` (as a dict), built from
-    `espnet_asr_model_config`. With `frontend: default` it takes raw audio (B, T) as
-    ESPnet's model does; with `input_size` set, features. With `state_dict` (ESPnet's
-    keys) weights load strictly."""
-    tree = espnet_asr_model_config(config)
+    `espnet_asr_model_config` (`left_out` as there). With `frontend: default` it takes raw
+    audio (B, T) as ESPnet's model does; with `input_size` set, features. With `state_dict`
+    (ESPnet's keys) weights load strictly."""
+    tree = espnet_asr_model_config(config, left_out)
     overrides = {}
-    if tree["normalize"] is not None:
+    if tree["normalize"] is not None and tree["normalize"]["_target_"].endswith("GlobalCMVN.from_stats_file"):
         dim, norm = espnet_input_size(config), tree["normalize"]
         overrides["normalize"] = GlobalCMVN(torch.zeros(dim), torch.ones(dim), norm["norm_means"], norm["norm_vars"])
     model = hydra.utils.instantiate(tree, **overrides)

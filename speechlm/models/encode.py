@@ -6,8 +6,9 @@ masks with 0.0, the mean of normalised features.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from speechlm.encoders.base import EncoderOutput
@@ -26,3 +27,22 @@ def encode_speech(encoder: nn.Module, audio: Tensor, lengths: Tensor, frontend: 
     if specaug is not None and training:
         feats, lengths = specaug(feats, lengths)
     return encoder(feats, lengths, return_layers=layers) if layers else encoder(feats, lengths)
+
+
+def encode_each(encode: Callable[[Tensor, Tensor], EncoderOutput], audio: Tensor, lengths: Tensor) -> EncoderOutput:
+    """`encode` run on each utterance of a padded batch alone, its outputs padded into one
+    batch: (B, T) or (B, T, F) audio, (B,) lengths -> EncoderOutput (intermediate layers
+    left out).
+
+    What decoding uses: an utterance's result then does not depend on the batch it is in,
+    and equals ESPnet's, which decodes one utterance at a time. Run as one batch, padding
+    reaches the real frames of shorter utterances a little (the STFT's last frames, the
+    Conformer/cgMLP depthwise convolutions, and ESPnet's subsampling length rule, which
+    counts one frame more for them), as it does in ESPnet's training. On 2 CPU cores this
+    costs from nothing (less padding) to ~15% of the encoder's time (a 12 x 256 Conformer)."""
+    outs = [encode(audio[b : b + 1, :n], lengths[b : b + 1]) for b, n in enumerate(lengths.tolist())]
+    frames = max(o.output.shape[1] for o in outs)
+    output = outs[0].output.new_zeros(len(outs), frames, outs[0].output.shape[-1])
+    for b, o in enumerate(outs):
+        output[b, : o.output.shape[1]] = o.output[0]
+    return EncoderOutput(output, torch.cat([o.lengths for o in outs]), {})

@@ -1,9 +1,10 @@
 """Multi-head self-attention, plain and with Transformer-XL relative positions.
 
-Numerically ESPnet's `MultiHeadedAttention` / `RelPositionMultiHeadedAttention`
-(rel_pos_type "latest"), with ESPnet's parameter names except that the three input
-projections are one fused `qkv` Linear (one matmul instead of three). The relative
-shift is a strided view, not ESPnet's pad-and-reshape copy.
+Numerically ESPnet's `MultiHeadedAttention`, `RelPositionMultiHeadedAttention`
+(rel_pos_type "latest") and `LegacyRelPositionMultiHeadedAttention` (rel_pos_type
+"legacy"), with ESPnet's parameter names except that the three input projections are one
+fused `qkv` Linear (one matmul instead of three). The "latest" relative shift is a
+strided view, not ESPnet's pad-and-reshape copy.
 """
 from __future__ import annotations
 
@@ -62,14 +63,23 @@ class MultiHeadAttention(nn.Module):
         return self.attend((q @ k.transpose(-2, -1)) / math.sqrt(self.d_k), v, mask)
 
 
+def legacy_rel_shift(bd: Tensor) -> Tensor:
+    """ESPnet's "legacy" shift of (B, H, T, T) scores against positions (Transformer-XL's
+    original pad-and-reshape): on and below the diagonal out[..., i, j] = bd[..., i, T-1-i+j],
+    just above it 0, and further right values that wrap in from row i + 1."""
+    b, h, t, n = bd.shape
+    padded = torch.cat([bd.new_zeros(b, h, t, 1), bd], dim=-1).view(b, h, n + 1, t)
+    return padded[:, :, 1:].reshape(b, h, t, n)
+
+
 class RelPositionMultiHeadAttention(MultiHeadAttention):
     """Transformer-XL attention (Dai et al. 2019, as in ESPnet's "latest" rel_pos):
-    scores = ((q + u) k^T + shift((q + v) p^T)) / sqrt(d_k)."""
+    scores = ((q + u) k^T + shift((q + v) p^T)) / sqrt(d_k). `zero_triu` zeroes the
+    position term above the diagonal (query i, key j > i), as ESPnet's option does."""
 
     def __init__(self, n_head: int, n_feat: int, dropout_rate: float = 0.0, zero_triu: bool = False):
         super().__init__(n_head, n_feat, dropout_rate)
-        if zero_triu:
-            raise ValueError("zero_triu=True is not supported (ESPnet's default is False)")
+        self.zero_triu = zero_triu
         self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
         self.pos_bias_u = nn.Parameter(torch.empty(self.h, self.d_k))
         self.pos_bias_v = nn.Parameter(torch.empty(self.h, self.d_k))
@@ -81,5 +91,21 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
         q, k, v = self.project(x)
         p = self.linear_pos(pos_emb).view(-1, self.h, self.d_k).transpose(0, 1)  # (H, 2T-1, d_k)
         ac = (q + self.pos_bias_u.unsqueeze(1)) @ k.transpose(-2, -1)
-        bd = rel_shift((q + self.pos_bias_v.unsqueeze(1)) @ p.transpose(-2, -1))
+        bd = self.shift((q + self.pos_bias_v.unsqueeze(1)) @ p.transpose(-2, -1))
+        if self.zero_triu:
+            t = bd.shape[-2]
+            bd = bd * torch.ones(t, t, dtype=bd.dtype, device=bd.device).tril()
         return self.attend((ac + bd) / math.sqrt(self.d_k), v, mask)
+
+    @staticmethod
+    def shift(bd: Tensor) -> Tensor:
+        return rel_shift(bd)
+
+
+class LegacyRelPositionMultiHeadAttention(RelPositionMultiHeadAttention):
+    """ESPnet's `legacy_rel_selfattn`: as above, with pos_emb (1, T, D) from
+    `LegacyRelPositionalEncoding` and the legacy shift."""
+
+    @staticmethod
+    def shift(bd: Tensor) -> Tensor:
+        return legacy_rel_shift(bd)

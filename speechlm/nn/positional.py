@@ -67,6 +67,35 @@ class RelPositionalEncoding(_Cached):
         return self.dropout(x * self.xscale), self.dropout(pos_emb)
 
 
+class LegacyRelPositionalEncoding(_Cached):
+    """ESPnet's `legacy_rel_pos` (rel_pos_type "legacy", the default of ESPnet's Conformer
+    and of most models published before 2021): x * sqrt(d) and `(1, T, D)` embeddings of
+    the positions L-1, L-2, ..., L-T, where L = max(max_len, T).
+
+    The positions count down from the table's end, not from T - 1, so they depend on
+    `max_len` (ESPnet's `max_pos_emb_len`): a model must be run with the max_len it was
+    trained with. (ESPnet keeps a table grown past max_len for later calls; here L is
+    worked out per call, which is the same for every utterance of at most max_len frames.)
+    """
+
+    def __init__(self, d_model: int, dropout_rate: float, max_len: int = 5000):
+        super().__init__(d_model, dropout_rate)
+        self.max_len = max_len
+
+    def table(self, n: int) -> Tensor:
+        return sinusoids(torch.arange(n - 1, -1, -1), self.d_model)  # positions n-1 .. 0
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        t = x.shape[1]
+        if t > self.max_len:
+            table = self.table(t).to(x)
+        else:
+            if self._table is None:
+                self._table = self.table(self.max_len)
+            table = self._get(t, x)
+        return self.dropout(x * self.xscale), self.dropout(table[:t].unsqueeze(0))
+
+
 class NoPositionalEncoding(nn.Module):
     """For attention that carries position itself (RoPE): dropout only."""
 

@@ -23,7 +23,8 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
     config = meta["config"]
     model_cfg = OmegaConf.create(config["model"])
     overrides = {}
-    if model_cfg.get("normalize") is not None:
+    if model_cfg.get("normalize") is not None and str(model_cfg.normalize.get("_target_", "")).endswith(
+            "GlobalCMVN.from_stats_file"):
         # The training run read CMVN stats from a file that need not exist here; the
         # statistics themselves are buffers in the state_dict.
         dim = int(config["frontend"]["n_mels"])

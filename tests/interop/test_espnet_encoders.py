@@ -73,6 +73,14 @@ CONFORMER_CASES = {
     "abs_pos": dict(pos_enc_layer_type="abs_pos", selfattention_layer_type="selfattn"),
     "stochastic_depth": dict(stochastic_depth_rate=0.3, layer_drop_rate=0.2),
     "stochastic_depth_list": dict(stochastic_depth_rate=[0.1, 0.4]),
+    "zero_triu": dict(zero_triu=True),
+    # ESPnet's Conformer default, and that of most models published before 2021
+    "legacy_rel_pos": dict(rel_pos_type="legacy"),
+    "legacy_zero_triu": dict(rel_pos_type="legacy", zero_triu=True),  # ESPnet ignores zero_triu here
+    # positions count down from the table's end: the table's length changes the scores,
+    # and a table shorter than the input (31 frames) is grown to it
+    "legacy_table_100": dict(rel_pos_type="legacy", max_pos_emb_len=100),
+    "legacy_table_20": dict(rel_pos_type="legacy", max_pos_emb_len=20),
 }
 E_BRANCHFORMER = dict(SMALL, cgmlp_linear_units=128, cgmlp_conv_kernel=31)
 E_BRANCHFORMER_CASES = {
@@ -85,6 +93,8 @@ E_BRANCHFORMER_CASES = {
     "cgmlp_kernel15": dict(cgmlp_conv_kernel=15),
     "linear": dict(input_layer="linear"),
     "layer_drop": dict(layer_drop_rate=0.3, use_ffn=True),
+    "zero_triu": dict(zero_triu=True),
+    "legacy_rel_pos": dict(rel_pos_type="legacy", use_ffn=True, macaron_ffn=True),
 }
 TRANSFORMER = dict(SMALL)
 TRANSFORMER_CASES = {
@@ -175,15 +185,15 @@ def test_transformer_matches_espnet(case):
     check_parity("transformer", {**TRANSFORMER, **TRANSFORMER_CASES[case]})
 
 
-def test_conformer_zero_triu_matches_espnet_or_is_refused():
-    """zero_triu masks future positions in the relative-position scores; if not implemented it
-    must be refused, never silently ignored."""
-    try:
-        ref, ours = build_pair("conformer", dict(CONFORMER, zero_triu=True))
-    except ValueError as e:
-        assert "zero_triu" in str(e)
-        return
-    assert_same_outputs(ref, ours)
+def test_legacy_positions_differ_from_latest():
+    """The legacy and latest relative positions are different networks on the same weights
+    (else the legacy cases above would prove nothing)."""
+    _, legacy = build_pair("conformer", dict(CONFORMER, rel_pos_type="legacy"))
+    latest = ConformerEncoder(FEAT_DIM, **CONFORMER).eval()
+    latest.load_state_dict(legacy.state_dict())
+    xs, lengths = features()
+    with torch.no_grad():
+        assert (legacy(xs, lengths).output - latest(xs, lengths).output).abs().max() > 1e-2
 
 
 # One full-size (12 x 256) model per family: ~1 s each on 2 cores, so in the fast set.
@@ -238,8 +248,8 @@ def test_intermediate_layers_match_espnet(family, conf):
 @pytest.mark.parametrize("family", list(PAIRS))
 def test_constructor_defaults_are_espnets(family):
     """So that an ESPnet encoder_conf, which lists only what differs from ESPnet's defaults,
-    means the same network here. ESPnet's Conformer defaults to the legacy rel_pos_type, which
-    we do not implement (the converter refuses configs that rely on it)."""
+    means the same network here. ESPnet's Conformer defaults to the legacy rel_pos_type; ours
+    to "latest" (the converter passes ESPnet's default explicitly)."""
     espnet_cls, our_cls = PAIRS[family]
     ref = inspect.signature(espnet_cls).parameters
     ours = inspect.signature(our_cls).parameters
@@ -290,14 +300,12 @@ def test_encoder_from_espnet_module():
 
 
 def test_unsupported_espnet_options_are_refused():
-    with pytest.raises(ValueError, match="legacy"):
-        espnet_encoder_kwargs("conformer", dict(SMALL))  # ESPnet's Conformer default: legacy
-    with pytest.raises(ValueError, match="legacy"):
-        espnet_encoder_kwargs("e_branchformer", dict(rel_pos_type="legacy"))
-    with pytest.raises(ValueError, match="concat_after"):
+    with pytest.raises(ValueError, match="concat_after: True is not supported"):
         espnet_encoder_kwargs("transformer", dict(concat_after=True))
     with pytest.raises(ValueError, match="positionwise_layer_type"):
-        espnet_encoder_kwargs("conformer", dict(rel_pos_type="latest", positionwise_layer_type="conv1d"))
+        espnet_encoder_kwargs("conformer", dict(positionwise_layer_type="conv1d"))
+    with pytest.raises(ValueError, match="input_layer: 'vgg2l' is not supported"):
+        espnet_encoder_kwargs("conformer", dict(input_layer="vgg2l"))
     with pytest.raises(ValueError, match="no counterpart"):
         espnet_encoder_kwargs("branchformer", {})
     kwargs, dropped = espnet_encoder_kwargs(
@@ -305,6 +313,9 @@ def test_unsupported_espnet_options_are_refused():
     )
     assert kwargs == dict(rel_pos_type="latest")
     assert set(dropped) == {"use_flash_attn", "concat_after"}
+    # an absent rel_pos_type is ESPnet's Conformer default, legacy
+    assert espnet_encoder_kwargs("conformer", dict(SMALL))[0] == dict(SMALL, rel_pos_type="legacy")
+    assert "rel_pos_type" not in espnet_encoder_kwargs("e_branchformer", {})[0]  # latest on both sides
 
 
 def test_load_espnet_encoder_from_experiment_files(tmp_path):
