@@ -5,7 +5,7 @@ A block is called as `block(x (B, T, D), pos_emb, mask (B, 1, T)) -> (B, T, D)`.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -100,8 +100,12 @@ class Encoder(nn.Module):
     def output_size(self) -> int:
         return self._output_size
 
-    def forward(self, xs: Tensor, lengths: Tensor, return_layers: Sequence[int] = ()) -> EncoderOutput:
-        """xs (B, T, F), lengths (B,) -> EncoderOutput; `return_layers` are 1-based."""
+    def forward(self, xs: Tensor, lengths: Tensor, return_layers: Sequence[int] = (),
+                condition: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
+        """xs (B, T, F), lengths (B,) -> EncoderOutput; `return_layers` are 1-based.
+
+        `condition` (self-conditioned CTC, Nozaki & Komatsu 2021): after each layer in
+        `return_layers`, x += condition(that layer's output as returned)."""
         x, lengths = self.embed(xs, lengths)
         x, pos_emb = self.pos_enc(x)
         mask = valid_mask(lengths, x.shape[1]).unsqueeze(1)
@@ -116,6 +120,8 @@ class Encoder(nn.Module):
             if i in return_layers:
                 norm = self.after_norm is not None and self.norm_intermediate
                 intermediate[i] = self.after_norm(x) if norm else x
+                if condition is not None:
+                    x = x + condition(intermediate[i])
         if self.after_norm is not None:
             x = self.after_norm(x)
         return EncoderOutput(x, lengths, intermediate)

@@ -117,6 +117,9 @@ def espnet_encoder_kwargs(
     if "input_size" in encoder_conf:
         raise ValueError("input_size is not part of ESPnet's encoder_conf; pass it separately")
     kwargs, left_out = check_options("encoder", name, encoder_conf)
+    if kwargs.pop("interctc_use_conditioning", False):
+        raise ValueError("encoder_conf interctc_use_conditioning: true (self-conditioned CTC) needs the model's CTC "
+                         "head: convert the whole model (speechlm.interop.espnet_asr), not the encoder alone")
     if name == "conformer":  # ESPnet's Conformer defaults to legacy relative positions, ours not
         kwargs.setdefault("rel_pos_type", "legacy")
     return kwargs, left_out

@@ -98,7 +98,10 @@ def espnet_asr_state_dict_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str,
     "model") -> `CTCAttentionModel`'s. Unknown keys raise KeyError."""
     if "model" in state_dict and isinstance(state_dict["model"], Mapping):
         state_dict = state_dict["model"]
+    conditioning = {k: v for k, v in state_dict.items() if k.startswith("encoder.conditioning_layer.")}
+    state_dict = {k: v for k, v in state_dict.items() if k not in conditioning}
     out = {f"encoder.{k}": v for k, v in espnet_encoder_state_dict_to_ours(state_dict, "encoder.").items()}
+    out.update({k.removeprefix("encoder."): v for k, v in conditioning.items()})  # self-conditioned CTC
     if any(k.startswith("decoder.") for k in state_dict):
         out.update({f"decoder.{k}": v for k, v in espnet_decoder_state_dict_to_ours(state_dict, "decoder.").items()})
     for key, value in state_dict.items():
@@ -118,7 +121,8 @@ def espnet_asr_state_dict_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str,
 def ours_to_espnet_asr_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """`CTCAttentionModel`'s state_dict -> `ESPnetASRModel`'s (encoder, decoder, ctc,
     normalize; other keys unchanged)."""
-    out = {}
+    out = {f"encoder.{k}": v for k, v in state_dict.items() if k.startswith("conditioning_layer.")}
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith("conditioning_layer.")}
     out.update(ours_to_espnet_encoder_state_dict(_strip(state_dict, "encoder."), "encoder."))
     decoder = _strip(state_dict, "decoder.")
     if decoder:
@@ -232,7 +236,10 @@ def espnet_asr_model_config(config: Mapping[str, Any], left_out: dict[str, str] 
     encoder_name = config.get("encoder")
     check_choice("encoder", encoder_name)
     encoder_cls = our_encoder_class(encoder_name)
-    kwargs, dropped = espnet_encoder_kwargs(encoder_name, config.get("encoder_conf") or {})
+    encoder_conf = dict(config.get("encoder_conf") or {})
+    if encoder_conf.pop("interctc_use_conditioning", False):  # the model's, here
+        model_conf["interctc_use_conditioning"] = True
+    kwargs, dropped = espnet_encoder_kwargs(encoder_name, encoder_conf)
     _note(left_out, "encoder_conf", dropped)
     kwargs.setdefault("output_size", inspect.signature(encoder_cls).parameters["output_size"].default)
     encoder = {"_target_": f"{encoder_cls.__module__}.{encoder_cls.__qualname__}", "input_size": input_size, **kwargs}

@@ -79,7 +79,7 @@ _PADDING_IDX = no_effect(-1, "used only by input_layer: embed (token inputs)")
 _QK_NORM = only(False, "qk_norm: true (normalised queries and keys) is not implemented")
 _CONCAT_AFTER = only(False, "concat_after: true (concatenation instead of residual addition) is not implemented")
 _FFN_TYPE = only("linear", "conv1d position-wise layers are not implemented")
-_INTER_COND = only(False, "self-conditioned CTC (its Linear lives in ESPnet's model) is not implemented")
+_INTER_COND = m(False, "self-conditioned CTC: the model's conditioning_layer (a whole model is needed)")
 _DROPOUTS = {name: m(rate) for name, rate in (("dropout_rate", 0.1), ("positional_dropout_rate", 0.1),
                                               ("attention_dropout_rate", 0.0))}
 

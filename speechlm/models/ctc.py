@@ -40,6 +40,10 @@ class CTC(nn.Module):
         """(B, T, D) -> (B, T, V) frame log-probabilities."""
         return torch.log_softmax(self.ctc_lo(hs), dim=-1)
 
+    def softmax(self, hs: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, V) frame posteriors."""
+        return torch.softmax(self.ctc_lo(hs), dim=-1)
+
     def argmax(self, hs: Tensor) -> Tensor:
         """(B, T, D) -> (B, T) best token per frame (blanks and repeats not yet removed)."""
         return self.ctc_lo(hs).argmax(dim=-1)

@@ -3,7 +3,8 @@
     loss = ctc_weight * CTC + (1 - ctc_weight) * label-smoothed CE of the attention decoder
 
 with optional intermediate CTC (Lee & Watanabe 2021) on chosen encoder layers, which
-replaces CTC by (1 - interctc_weight) * CTC + interctc_weight * mean(intermediate CTCs).
+replaces CTC by (1 - interctc_weight) * CTC + interctc_weight * mean(intermediate CTCs),
+optionally self-conditioned (Nozaki & Komatsu 2021: `interctc_use_conditioning`).
 
 Features: frontend (waveform -> features) -> normalize (e.g. GlobalCMVN) -> specaug
 (training only) -> encoder, as `speechlm.models.encode.encode_speech`.
@@ -77,6 +78,7 @@ class CTCAttentionModel(nn.Module):
         sos_eos_id: int | None = None,
         blank_id: int = 0,
         ctc_dropout_rate: float = 0.0,
+        interctc_use_conditioning: bool = False,
     ):
         super().__init__()
         if not 0.0 <= ctc_weight <= 1.0:
@@ -107,13 +109,23 @@ class CTCAttentionModel(nn.Module):
         d = encoder.output_size()
         self.ctc = CTC(vocab_size, d, ctc_dropout_rate, blank_id=blank_id) if ctc_weight > 0 else None
         self.criterion_att = LabelSmoothingLoss(vocab_size, ignore_id, lsm_weight, length_normalized_loss)
+        # Self-conditioned CTC: each intermediate layer's CTC posteriors, projected back to
+        # the model dimension, are added to the encoder's stream (ESPnet's encoder option
+        # `interctc_use_conditioning`; its Linear is ESPnet's `encoder.conditioning_layer`).
+        self.conditioning_layer = None
+        if interctc_use_conditioning:
+            if self.ctc is None or not self.interctc_layer_idx:
+                raise ValueError("interctc_use_conditioning needs the CTC head and interctc_layer_idx")
+            self.conditioning_layer = nn.Linear(vocab_size, d)
 
     def encode(self, audio: Tensor, lengths: Tensor) -> EncoderOutput:
         """audio (B, T) waveforms, or (B, T, F) features without a frontend; lengths (B,)
         -> EncoderOutput(output (B, T', D), lengths (B,), intermediate {layer: (B, T', D)})."""
-        layers = self.interctc_layer_idx if self.interctc_weight > 0 else ()
+        conditioned = self.conditioning_layer is not None
+        layers = self.interctc_layer_idx if self.interctc_weight > 0 or conditioned else ()
+        condition = (lambda h: self.conditioning_layer(self.ctc.softmax(h))) if conditioned else None
         return encode_speech(self.encoder, audio, lengths, self.frontend, self.normalize, self.specaug,
-                             self.training, layers)
+                             self.training, layers, condition)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         token_lens = batch["token_lens"]

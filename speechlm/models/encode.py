@@ -16,16 +16,18 @@ from speechlm.encoders.base import EncoderOutput
 
 def encode_speech(encoder: nn.Module, audio: Tensor, lengths: Tensor, frontend: nn.Module | None = None,
                   normalize: nn.Module | None = None, specaug: nn.Module | None = None, training: bool = False,
-                  layers: Sequence[int] = ()) -> EncoderOutput:
+                  layers: Sequence[int] = (), condition: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
     """audio (B, T) waveforms, or (B, T, F) features without a frontend; lengths (B,)
     -> EncoderOutput(output (B, T', D), lengths (B,), intermediate {layer: (B, T', D)} for
-    the 1-based `layers` asked for)."""
+    the 1-based `layers` asked for); `condition` as in `Encoder.forward`."""
     audio = audio[:, : int(lengths.max())]
     feats, lengths = (audio, lengths) if frontend is None else frontend(audio, lengths)
     if normalize is not None:
         feats, lengths = normalize(feats, lengths)
     if specaug is not None and training:
         feats, lengths = specaug(feats, lengths)
+    if condition is not None:
+        return encoder(feats, lengths, return_layers=layers, condition=condition)
     return encoder(feats, lengths, return_layers=layers) if layers else encoder(feats, lengths)
 
 

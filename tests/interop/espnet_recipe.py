@@ -64,7 +64,7 @@ def randomize(model: torch.nn.Module, eos: int, seed: int = 1) -> None:
     """Norms away from (1, 0), BatchNorm statistics away from (0, 1), so that a swapped or
     missing one cannot pass; the decoder biased toward <eos> and away from <blank>, the CTC
     head toward blank, so that beam search ends hypotheses after a few tokens, as a trained
-    model's would."""
+    model's would; a self-conditioning layer scaled up so that it changes the outputs."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -78,6 +78,8 @@ def randomize(model: torch.nn.Module, eos: int, seed: int = 1) -> None:
             model.decoder.output_layer.bias[eos] += 1.0
             model.decoder.output_layer.bias[0] -= 5.0
         model.ctc.ctc_lo.bias[0] += 2.0
+        if getattr(model.encoder, "conditioning_layer", None) is not None:  # self-conditioned CTC that matters
+            model.encoder.conditioning_layer.weight.mul_(20.0)
 
 
 def asr_train(exp: Path, train_conf: dict, token_type: str, fs: str, normalize: str | None = "global_mvn",

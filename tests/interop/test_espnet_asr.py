@@ -100,6 +100,38 @@ def test_intermediate_ctc_matches_espnet():
     compare(ref, ours, ["loss", "loss_ctc", "loss_att", "acc", "loss_interctc_layer1"])
 
 
+def test_self_conditioned_ctc_matches_espnet():
+    """interctc_use_conditioning (LibriSpeech-100's train_conformer_scctc.yaml): ESPnet's
+    encoder adds Linear(softmax(CTC(layer output))) after each intermediate layer; its
+    Linear is `encoder.conditioning_layer` there, `conditioning_layer` here."""
+    torch.manual_seed(0)
+    ref = ESPnetASRModel(
+        vocab_size=V, token_list=TOKEN_LIST, frontend=None, specaug=None, normalize=None, preencoder=None,
+        encoder=EspnetConformer(FEAT_DIM, **ENCODER, interctc_layer_idx=[1], interctc_use_conditioning=True),
+        postencoder=None, decoder=EspnetDecoder(V, D, **DECODER), ctc=EspnetCTC(V, D), joint_network=None,
+        ctc_weight=0.3, lsm_weight=0.1, interctc_weight=0.5, report_cer=False, report_wer=False,
+    ).eval()
+    with torch.no_grad():  # a conditioning that matters
+        ref.encoder.conditioning_layer.weight.mul_(20.0)
+    ours = CTCAttentionModel(V, ConformerEncoder(FEAT_DIM, **ENCODER), TransformerDecoder(V, D, **DECODER),
+                             ctc_weight=0.3, lsm_weight=0.1, interctc_weight=0.5, interctc_layer_idx=[1],
+                             interctc_use_conditioning=True).eval()
+    sd = espnet_asr_state_dict_to_ours(ref.state_dict())
+    assert "conditioning_layer.weight" in sd
+    ours.load_state_dict(sd, strict=True)
+    compare(ref, ours, ["loss", "loss_ctc", "loss_att", "acc", "loss_interctc_layer1"])
+    back = ours_to_espnet_asr_state_dict(ours.state_dict())
+    assert back.keys() == ref.state_dict().keys()
+    # planted fault: without the conditioning the final CTC loss is another
+    b = batch()
+    with torch.no_grad():
+        _, stats, _ = ref(b["audio"].clone(), b["audio_lens"].clone(), b["tokens"].clone(), b["token_lens"].clone())
+        ours.conditioning_layer.weight.zero_()
+        ours.conditioning_layer.bias.zero_()
+        unconditioned = float(ours(b)["loss_ctc"])
+    assert unconditioned != pytest.approx(float(stats["loss_ctc"]), rel=1e-3)
+
+
 def test_state_dict_round_trip():
     ref, ours = build_pair()
     back = ours_to_espnet_asr_state_dict(ours.state_dict())

@@ -83,6 +83,61 @@ CASES = {
 }
 
 
+
+def published(encoder: str, encoder_conf: dict, decoder_conf: dict | None, model_conf: dict) -> dict:
+    """A published recipe's model sections (specaug left out: training only), with 2
+    encoder blocks and 1 decoder block instead of 12-18 and 6 (intermediate layers moved
+    into range), every other option as published."""
+    encoder_conf = dict(encoder_conf, num_blocks=2)
+    if "interctc_layer_idx" in encoder_conf:
+        encoder_conf["interctc_layer_idx"] = [1]
+    conf = dict(encoder=encoder, encoder_conf=encoder_conf, model_conf=model_conf)
+    if decoder_conf is not None:
+        conf.update(decoder="transformer", decoder_conf=dict(decoder_conf, num_blocks=1))
+    return conf
+
+
+CASES.update({
+    # egs2/librispeech_100/asr1/conf/tuning/train_conformer_scctc.yaml: CTC only, self-conditioned
+    "published-ls100_conformer_scctc-bpe": (published("conformer", dict(
+        activation_type="swish", attention_dropout_rate=0.1, attention_heads=4, cnn_module_kernel=31,
+        dropout_rate=0.1, input_layer="conv2d", interctc_layer_idx=[6, 12], interctc_use_conditioning=True,
+        linear_units=1024, macaron_style=True, normalize_before=True, output_size=256, pos_enc_layer_type="rel_pos",
+        positional_dropout_rate=0.1, rel_pos_type="latest", selfattention_layer_type="rel_selfattn",
+        use_cnn_module=True), None,
+        dict(ctc_weight=1.0, interctc_weight=0.66, length_normalized_loss=False, lsm_weight=0.1)),
+        "bpe", "16k", "global_mvn"),
+    # egs2/librispeech/asr1/conf/tuning/train_asr_conformer.yaml: x6 subsampling, legacy positions
+    "published-librispeech_conformer_conv2d6-bpe": (published("conformer", dict(
+        activation_type="swish", attention_dropout_rate=0.1, attention_heads=8, cnn_module_kernel=31,
+        dropout_rate=0.1, input_layer="conv2d6", linear_units=2048, macaron_style=False, normalize_before=True,
+        output_size=512, pos_enc_layer_type="rel_pos", positional_dropout_rate=0.1,
+        selfattention_layer_type="rel_selfattn", use_cnn_module=True), dict(
+        attention_heads=8, dropout_rate=0.1, linear_units=2048, positional_dropout_rate=0.1,
+        self_attention_dropout_rate=0.1, src_attention_dropout_rate=0.1),
+        dict(ctc_weight=0.3, length_normalized_loss=False, lsm_weight=0.1)), "bpe", "16k", "global_mvn"),
+    # egs2/aishell/asr1/conf/tuning/train_asr_conformer.yaml (legacy positions, kernel 15)
+    "published-aishell_conformer-char": (published("conformer", dict(
+        activation_type="swish", attention_dropout_rate=0.0, attention_heads=4, cnn_module_kernel=15,
+        dropout_rate=0.1, input_layer="conv2d", linear_units=2048, macaron_style=True, normalize_before=True,
+        num_blocks=12, output_size=256, pos_enc_layer_type="rel_pos", positional_dropout_rate=0.1,
+        selfattention_layer_type="rel_selfattn", use_cnn_module=True), dict(
+        attention_heads=4, dropout_rate=0.1, linear_units=2048, positional_dropout_rate=0.1,
+        self_attention_dropout_rate=0.0, src_attention_dropout_rate=0.0),
+        dict(ctc_weight=0.3, length_normalized_loss=False, lsm_weight=0.1)), "char", "16k", "global_mvn"),
+    # egs2/aishell/asr1/conf/tuning/train_asr_e_branchformer_e12_mlp1024_linear1024_mactrue_amp.yaml
+    "published-aishell_e_branchformer-char": (published("e_branchformer", dict(
+        attention_dropout_rate=0.1, attention_heads=4, attention_layer_type="rel_selfattn", cgmlp_conv_kernel=31,
+        cgmlp_linear_units=1024, dropout_rate=0.1, gate_activation="identity", input_layer="conv2d",
+        layer_drop_rate=0.0, linear_units=1024, macaron_ffn=True, merge_conv_kernel=31, output_size=256,
+        pos_enc_layer_type="rel_pos", positional_dropout_rate=0.1, positionwise_layer_type="linear",
+        rel_pos_type="latest", use_ffn=True, use_linear_after_conv=False), dict(
+        attention_heads=4, dropout_rate=0.1, linear_units=2048, positional_dropout_rate=0.1,
+        self_attention_dropout_rate=0.0, src_attention_dropout_rate=0.0),
+        dict(ctc_weight=0.3, length_normalized_loss=False, lsm_weight=0.1)), "char", "16k", "global_mvn"),
+})
+
+
 def convert_case(tmp_path, case):
     train_conf, token_type, fs, normalize = CASES[case]
     ref, config = asr_train(tmp_path / "exp", train_conf, token_type, fs, normalize)
@@ -96,11 +151,14 @@ def convert_case(tmp_path, case):
 def espnet_nbest(ref, enc: torch.Tensor) -> list:
     """ESPnet's n-best for one utterance's encoder output (T, D), as asr_inference builds
     its BatchBeamSearch (no LM, penalty 0)."""
-    v = ref.vocab_size
+    v, ctc_weight = ref.vocab_size, CTC_WEIGHT if ref.decoder is not None else 1.0
+    scorers = {"ctc": CTCPrefixScorer(ref.ctc, ref.eos), "length_bonus": LengthBonus(v)}
+    if ref.decoder is not None:
+        scorers["decoder"] = ref.decoder
     search = BatchBeamSearch(
-        scorers={"decoder": ref.decoder, "ctc": CTCPrefixScorer(ref.ctc, ref.eos), "length_bonus": LengthBonus(v)},
-        weights={"decoder": 1.0 - CTC_WEIGHT, "ctc": CTC_WEIGHT, "length_bonus": 0.0}, beam_size=BEAM,
-        vocab_size=v, sos=ref.sos, eos=ref.eos, token_list=None, pre_beam_score_key="full",
+        scorers=scorers, weights={"decoder": 1.0 - ctc_weight, "ctc": ctc_weight, "length_bonus": 0.0},
+        beam_size=BEAM, vocab_size=v, sos=ref.sos, eos=ref.eos, token_list=None,
+        pre_beam_score_key=None if ref.decoder is None else "full",
     ).eval()
     with torch.no_grad():
         return [h for h in search(x=enc, maxlenratio=0.0, minlenratio=0.0) if float(h.score) > -1e9]
@@ -134,13 +192,15 @@ def test_converted_experiment_gives_espnets_beam_search(case, tmp_path):
         lengths = torch.tensor([x.shape[1]])
         with torch.no_grad():
             enc_ref, lens_ref = ref.encode(x, lengths)
+            enc_ref = enc_ref[0] if isinstance(enc_ref, tuple) else enc_ref  # (output, intermediate)
             enc = model.encode(x, lengths)
             ctc = model.ctc.log_softmax(enc.output)
         assert enc.lengths.tolist() == lens_ref.tolist()
         torch.testing.assert_close(enc.output, enc_ref, rtol=0, atol=2e-5)
         expected = espnet_nbest(ref, enc_ref[0])
         got = joint_beam_search(model.decoder, ctc, enc.output, enc.lengths, model.sos, model.eos, beam_size=BEAM,
-                                ctc_weight=CTC_WEIGHT, nbest=10**6, blank=model.blank_id)[0]
+                                ctc_weight=CTC_WEIGHT if model.decoder is not None else 1.0, nbest=10**6,
+                                blank=model.blank_id)[0]
         assert [h.tokens for h in got] == [strip_eos(h.yseq, ref.eos) for h in expected], wav.name
         for h, h_ref in zip(got, expected):
             assert h.score == pytest.approx(float(h_ref.score), rel=0, abs=1e-4)
