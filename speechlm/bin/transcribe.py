@@ -4,8 +4,8 @@
 
 Any format libsndfile reads (wav, flac, ogg, mp3 ...) at any sample rate: audio is mixed
 down to mono and resampled to the model's rate. Files are decoded in duration-sorted
-batches with the joint CTC/attention beam search (as `speechlm.bin.decode`), and printed
-in the order given. A file that cannot be read or decoded gets an error line on stderr
+batches with the joint CTC/attention beam search (as `speechlm.bin.decode`; each file is
+encoded alone, so its text never depends on the others), and printed in the order given. A file that cannot be read or decoded gets an error line on stderr
 naming it; the others are still transcribed, and the exit status is 1 (0 if all worked).
 """
 from __future__ import annotations

@@ -32,7 +32,6 @@ import hydra.utils
 import torch
 from torch import Tensor
 
-from speechlm.decoders.transformer import TransformerDecoder
 from speechlm.features.cmvn import GlobalCMVN
 from speechlm.interop.espnet import (
     espnet_encoder_kwargs,
@@ -220,13 +219,12 @@ def espnet_asr_model_config(config: Mapping[str, Any], left_out: dict[str, str] 
     model_conf, dropped = check_options("model", "espnet", config.get("model_conf") or {})
     _note(left_out, "model_conf", dropped)
 
-    def token_id(key: str) -> int:
+    def token_id(key: str, fallback: int) -> int:  # ESPnetASRModel's rule, fallback included
         symbol = model_conf.pop(key, CLASSES[("model", "espnet")][1][key].default)
-        if symbol not in token_list:
-            raise ValueError(f"model_conf {key}: {symbol!r} is not in token_list")
-        return token_list.index(symbol)
+        return token_list.index(symbol) if symbol in token_list else fallback
 
-    sos, eos, blank_id = token_id("sym_sos"), token_id("sym_eos"), token_id("sym_blank")
+    sos, eos = token_id("sym_sos", vocab_size - 1), token_id("sym_eos", vocab_size - 1)
+    blank_id = token_id("sym_blank", 0)
     if sos != eos:
         raise ValueError(f"<sos> (id {sos}) and <eos> (id {eos}) differ; one shared id is supported")
     model_conf.setdefault("ctc_weight", 0.5)  # ESPnetASRModel's defaults, which the config may rely on

@@ -161,7 +161,7 @@ def test_task_options_and_choices_are_refused_with_reasons():
         (dict(decoder="rnn"), "decoder: rnn is not supported"),
         (dict(model="maskctc"), "model: maskctc is not supported"),
         (dict(model_conf={"lang_token_id": 5}), "lang_token_id: 5 is not supported"),
-        (dict(model_conf={"sym_sos": "<s>"}), "sym_sos: '<s>' is not in token_list"),
+        (dict(model_conf={"sym_sos": "a"}), r"<sos> \(id 2\) and <eos> \(id 5\) differ"),
         (dict(decoder=None), "needs a decoder, and decoder is null"),
     ]:
         with pytest.raises(ValueError, match=message):
@@ -202,6 +202,16 @@ def test_list_options_prints_every_option(capsys):
         for choice in choices:
             kind = CHOICES[section].get(choice, REFUSED)
             assert f"| {section} | {'null' if choice is None else choice} | {kind} |" in out
+
+
+def test_special_symbols_follow_espnets_rule():
+    """sym_blank / sym_sos / sym_eos: their id in token_list, or (absent there) ESPnet's
+    fallback: blank 0, <sos/eos> the last id."""
+    tree = espnet_asr_model_config(config(token_list=["<b>", "<unk>", "a", "<s/e>"],
+                                          model_conf={"sym_blank": "<b>", "sym_sos": "<x>", "sym_eos": "<x>"}))
+    assert (tree["blank_id"], tree["sos_eos_id"]) == (0, 3)
+    tree = espnet_asr_model_config(config(token_list=["<unk>", "<blank>", "<sos/eos>", "a"]))
+    assert (tree["blank_id"], tree["sos_eos_id"]) == (1, 2)
 
 
 def test_utterance_mvn_config_builds_utterance_mvn():
