@@ -47,6 +47,10 @@ CASES = {
             normalize_before=True, pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn",
             activation_type="swish", macaron_style=True, use_cnn_module=True, cnn_module_kernel=15),
         **DECODER, **MODEL, **SPECAUG), "char", "8k", None),
+    # the experiment of the bug report: Conformer, Transformer decoder, word tokens, 8 kHz,
+    # ASRTask's default normalize, every option at ESPnet 202511's defaults
+    "conformer-word-8k-utterance_mvn": (dict(
+        encoder="conformer", encoder_conf=dict(SIZE), **DECODER), "word", "8k", None),
     # egs2/librispeech_100/asr1/conf/tuning/train_asr_conformer_lr2e-3_warmup15k_amp_nondeterministic.yaml
     "conformer-bpe-16k-global_mvn": (dict(
         encoder="conformer", encoder_conf=dict(
