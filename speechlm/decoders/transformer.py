@@ -10,11 +10,17 @@ three exceptions that `speechlm.interop.espnet_asr` converts:
 
 Block (pre-norm): x + SelfAttn(norm1(x)) -> x + SrcAttn(norm2(x), memory) -> x + FFN(norm3(x)).
 
-Two ways to run it: `forward` scores whole teacher-forced sequences (training), and
-`batch_score` extends N prefixes by one token (beam search). `batch_score` keeps per layer
-the self-attention keys/values of the positions already seen and the projected encoder
-output, so each step costs one position, not the whole prefix (ESPnet caches each layer's
-outputs and recomputes keys, values and the memory projection at every step).
+Two ways to run it: `forward` scores whole teacher-forced sequences (training), and the
+incremental-decoding protocol every autoregressive part of speechlm shares (beam search):
+
+    state = decoder.init_state(n, memory=memory, memory_mask=mask)   # n rows (hypotheses)
+    log_probs, state = decoder.step(tokens, state)                   # tokens (n,) -> (n, V)
+    state = decoder.select_state(state, index)                       # rows kept / reordered
+
+The state keeps per layer the self-attention keys/values of the positions already seen and
+the projected encoder output, so each step costs one position, not the whole prefix (ESPnet
+caches each layer's outputs and recomputes keys, values and the memory projection at every
+step).
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from speechlm.nn.positional import PositionalEncoding
 
 
 class LayerCache(NamedTuple):
-    """One decoder block's state for `batch_score`; every tensor has N rows (hypotheses)."""
+    """One decoder block's state; every tensor has N rows (hypotheses)."""
 
     self_k: Tensor  # (N, H, L, d_k) self-attention keys of the L tokens seen so far
     self_v: Tensor  # (N, H, L, d_k)
@@ -42,10 +48,13 @@ class LayerCache(NamedTuple):
     src_v: Tensor  # (N, H, T, d_k)
 
 
-def select_cache(cache: list[LayerCache], index: Tensor) -> list[LayerCache]:
-    """Rows `index` (N',) of every cached tensor: how a beam search keeps the states of
-    the hypotheses it extends."""
-    return [LayerCache(*(t.index_select(0, index) for t in layer)) for layer in cache]
+class DecoderState(NamedTuple):
+    """`TransformerDecoder`'s incremental state for N rows."""
+
+    layers: list[LayerCache]
+    memory_mask: Tensor | None  # (N, 1, T) True on real frames; None: no padding
+    source: Tensor  # (N,) the memory row each row reads: lets `select_state` see when the
+    # memory side need not move (rows reordered within their utterance, trailing ones dropped)
 
 
 def causal_mask(size: int, device=None) -> Tensor:
@@ -164,46 +173,48 @@ class TransformerDecoder(nn.Module):
                 x = block(x, tgt_mask, memory, memory_mask)
         return self._head(x)
 
-    def init_cache(self, ys: Tensor, memory: Tensor, memory_mask: Tensor | None) -> tuple[Tensor, list[LayerCache]]:
-        """Run whole prefixes ys (N, L) and return the last position's hidden state
-        (N, 1, D) and the cache of all L positions."""
-        length = ys.shape[1]
-        tgt_mask = causal_mask(length, ys.device).unsqueeze(0)  # (1, L, L)
-        x, _ = self.pos_enc(self.embed(ys))
-        cache = []
+    def init_state(self, n: int | None = None, device: torch.device | None = None, memory: Tensor | None = None,
+                   memory_mask: Tensor | None = None) -> DecoderState:
+        """State before any token for the rows of `memory` (N, T, D); `memory_mask`
+        (N, 1, T) True on real frames, None for no padding (`n`, `device`: the protocol's
+        arguments, implied by `memory` here)."""
+        if memory is None:
+            raise ValueError("the attention decoder's state needs the encoder output (memory=)")
+        if n is not None and n != memory.shape[0]:
+            raise ValueError(f"n={n} rows but memory has {memory.shape[0]}")
+        layers = []
         for block in self.decoders:
-            h = block.norm1(x) if block.normalize_before else x
-            _, k, v = block.self_attn.project(h)
             # contiguous once here, or every step's matmul would copy them
             src_k, src_v = (t.contiguous() for t in block.src_attn.project_memory(memory))
-            cache.append(LayerCache(k, v, src_k, src_v))
-            x = block(x, tgt_mask, memory, memory_mask)
-        return x[:, -1:], cache
+            empty = src_k.new_zeros(src_k.shape[0], src_k.shape[1], 0, src_k.shape[3])
+            layers.append(LayerCache(empty, empty, src_k, src_v))
+        return DecoderState(layers, memory_mask, torch.arange(memory.shape[0], device=memory.device))
 
-    def batch_score(self, ys: Tensor, memory: Tensor, memory_mask: Tensor | None,
-                    cache: list[LayerCache] | None = None) -> tuple[Tensor, list[LayerCache]]:
-        """Next-token log-probabilities of N prefixes.
-
-        ys (N, L) prefixes (<sos> first), memory (N, T, D), memory_mask (N, 1, T) True on
-        real frames (None: no padding), cache: None (then all of ys is run), or what the
-        previous call returned for ys[:, :-1], its rows reordered with `select_cache` when
-        hypotheses were pruned or reordered.
-        Returns log_probs (N, V) (hidden states (N, D) without output layer) and the cache
-        for ys.
-        """
-        if cache is None:
-            x, cache = self.init_cache(ys, memory, memory_mask)
-        else:
-            if cache[0].self_k.shape[2] != ys.shape[1] - 1:
-                raise ValueError(f"cache holds {cache[0].self_k.shape[2]} positions, ys has {ys.shape[1]}")
-            # The embedding of the newest token at its position (the table lookups are cheap).
-            x = self.pos_enc(self.embed(ys))[0][:, -1:]
-            new_cache = []
-            for block, layer in zip(self.decoders, cache):
-                x, layer = block.step(x, layer, memory_mask)
-                new_cache.append(layer)
-            cache = new_cache
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """Extend every row by one token: tokens (N,) -> next-token log-probabilities (N, V)
+        (hidden states (N, D) without output layer) and the state including the token."""
+        position = state.layers[0].self_k.shape[2]
+        x, _ = self.pos_enc(self.embed(tokens.unsqueeze(1)), offset=position)
+        layers = []
+        for block, layer in zip(self.decoders, state.layers):
+            x, layer = block.step(x, layer, state.memory_mask)
+            layers.append(layer)
         y = self._head(x[:, 0])
         if self.output_layer is not None:
             y = torch.log_softmax(y, dim=-1)
-        return y, cache
+        return y, state._replace(layers=layers)
+
+    @staticmethod
+    def select_state(state: DecoderState, index: Tensor) -> DecoderState:
+        """Rows `index` (N',) of the state: the hypotheses a beam search keeps, in its order.
+        The memory side is sliced, not copied, when row i still reads the memory it read."""
+        source = state.source.index_select(0, index)
+        rows = index.numel()
+        keep = rows <= state.source.numel() and torch.equal(source, state.source[:rows])
+
+        def memory_side(t: Tensor | None) -> Tensor | None:
+            return None if t is None else (t[:rows] if keep else t.index_select(0, index))
+
+        layers = [LayerCache(layer.self_k.index_select(0, index), layer.self_v.index_select(0, index),
+                             memory_side(layer.src_k), memory_side(layer.src_v)) for layer in state.layers]
+        return DecoderState(layers, memory_side(state.memory_mask), source)

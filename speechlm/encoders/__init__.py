@@ -1,4 +1,4 @@
 """Speech encoders: Transformer, Conformer, E-Branchformer (ESPnet-compatible)."""
-from speechlm.encoders.base import EncoderOutput
+from speechlm.encoders.base import EncoderOutput, StemOutput
 
-__all__ = ["EncoderOutput"]
+__all__ = ["EncoderOutput", "StemOutput"]

@@ -1,5 +1,6 @@
-"""What every encoder shares: input layer -> positional encoding -> blocks -> final norm,
-with per-layer outputs on request and layer drop. Families differ only in their blocks.
+"""What every encoder shares: a stem (input layer -> positional encoding) and blocks (->
+final norm), callable separately, with per-layer outputs on request and layer drop.
+Families differ only in their blocks.
 
 A block is called as `block(x (B, T, D), pos_emb, mask (B, 1, T)) -> (B, T, D)`.
 """
@@ -19,6 +20,12 @@ from speechlm.nn.positional import (
     RelPositionalEncoding,
 )
 from speechlm.nn.subsampling import Conv2dSubsampling, LinearInput
+
+
+class StemOutput(NamedTuple):
+    x: Tensor  # (B, T', D) subsampled, position-scaled frames
+    lengths: Tensor  # (B,)
+    pos_emb: Tensor | None  # relative-position embeddings for the blocks, or None
 
 
 class EncoderOutput(NamedTuple):
@@ -100,14 +107,22 @@ class Encoder(nn.Module):
     def output_size(self) -> int:
         return self._output_size
 
-    def forward(self, xs: Tensor, lengths: Tensor, return_layers: Sequence[int] = (),
-                condition: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
-        """xs (B, T, F), lengths (B,) -> EncoderOutput; `return_layers` are 1-based.
+    def stem(self, xs: Tensor, lengths: Tensor) -> StemOutput:
+        """Input layer (subsampling) and positional encoding: xs (B, T, F), lengths (B,) ->
+        StemOutput(x (B, T', D), lengths (B,), pos_emb). A model that masks or mixes frames
+        (wav2vec 2.0, HuBERT, BEST-RQ) changes `x` here before `blocks`."""
+        x, lengths = self.embed(xs, lengths)
+        x, pos_emb = self.pos_enc(x)
+        return StemOutput(x, lengths, pos_emb)
+
+    def blocks(self, stem: StemOutput, return_layers: Sequence[int] = (),
+               condition: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
+        """The blocks and the final norm over a stem's output -> EncoderOutput;
+        `return_layers` are 1-based.
 
         `condition` (self-conditioned CTC, Nozaki & Komatsu 2021): after each layer in
         `return_layers`, x += condition(that layer's output as returned)."""
-        x, lengths = self.embed(xs, lengths)
-        x, pos_emb = self.pos_enc(x)
+        x, lengths, pos_emb = stem
         mask = valid_mask(lengths, x.shape[1]).unsqueeze(1)
         dropped = None
         if self.training and self.layer_drop_rate > 0:
@@ -125,3 +140,8 @@ class Encoder(nn.Module):
         if self.after_norm is not None:
             x = self.after_norm(x)
         return EncoderOutput(x, lengths, intermediate)
+
+    def forward(self, xs: Tensor, lengths: Tensor, return_layers: Sequence[int] = (),
+                condition: Callable[[Tensor], Tensor] | None = None) -> EncoderOutput:
+        """xs (B, T, F), lengths (B,) -> EncoderOutput: `blocks(stem(xs, lengths))`."""
+        return self.blocks(self.stem(xs, lengths), return_layers, condition)

@@ -101,7 +101,6 @@ class ConformerEncoder(Encoder):
         cnn_module_kernel: int = 31,
         stochastic_depth_rate: float | Sequence[float] = 0.0,
         layer_drop_rate: float = 0.0,
-        interctc_layer_idx: Sequence[int] = (),
         max_pos_emb_len: int = 5000,
         use_rope: bool = False,
     ):
@@ -111,7 +110,6 @@ class ConformerEncoder(Encoder):
         pos_enc_layer_type, selfattention_layer_type = relative_position_types(
             rel_pos_type, pos_enc_layer_type, selfattention_layer_type)
         self._output_size = output_size
-        self.interctc_layer_idx = list(interctc_layer_idx)
         self.layer_drop_rate = layer_drop_rate
         self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate)
         self.pos_enc = positional_encoding(pos_enc_layer_type, output_size, positional_dropout_rate, max_pos_emb_len)

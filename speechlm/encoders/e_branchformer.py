@@ -6,7 +6,6 @@ merged by a depthwise conv over their concatenation and a Linear -> [x + 1/2 FFN
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +83,6 @@ class EBranchformerEncoder(Encoder):
         ffn_activation_type: str = "swish",
         linear_units: int = 2048,
         merge_conv_kernel: int = 3,
-        interctc_layer_idx: Sequence[int] | None = None,
         max_pos_emb_len: int = 5000,
         use_rope: bool = False,
     ):
@@ -94,7 +92,6 @@ class EBranchformerEncoder(Encoder):
         pos_enc_layer_type, attention_layer_type = relative_position_types(
             rel_pos_type, pos_enc_layer_type, attention_layer_type)
         self._output_size = output_size
-        self.interctc_layer_idx = list(interctc_layer_idx or ())
         self.layer_drop_rate = layer_drop_rate
         self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate)
         self.pos_enc = positional_encoding(pos_enc_layer_type, output_size, positional_dropout_rate, max_pos_emb_len)

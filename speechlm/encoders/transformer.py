@@ -2,9 +2,6 @@
 absolute sinusoidal positions, x + MHSA(LN(x)), x + FFN(LN(x))."""
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
 from torch import Tensor, nn
 
 from speechlm.encoders.base import Encoder, input_layer, positional_encoding
@@ -19,7 +16,7 @@ class TransformerBlock(nn.Module):
     """ESPnet's transformer `EncoderLayer` (names norm1, norm2; concat_after=False)."""
 
     def __init__(self, size: int, self_attn: nn.Module, feed_forward: nn.Module, dropout_rate: float,
-                 normalize_before: bool = True, stochastic_depth_rate: float = 0.0):
+                 normalize_before: bool = True):
         super().__init__()
         self.self_attn = self_attn
         self.feed_forward = feed_forward
@@ -27,19 +24,13 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(size)
         self.dropout = Dropout(dropout_rate)
         self.normalize_before = normalize_before
-        self.stochastic_depth_rate = stochastic_depth_rate
 
     def forward(self, x: Tensor, pos_emb: Tensor | None, mask: Tensor) -> Tensor:
-        coeff = 1.0
-        if self.training and self.stochastic_depth_rate > 0:
-            if torch.rand(1).item() < self.stochastic_depth_rate:
-                return x
-            coeff = 1.0 / (1.0 - self.stochastic_depth_rate)
         if self.normalize_before:
-            x = x + coeff * self.dropout(self.self_attn(self.norm1(x), pos_emb, mask))
-            return x + coeff * self.dropout(self.feed_forward(self.norm2(x)))
-        x = self.norm1(x + coeff * self.dropout(self.self_attn(x, pos_emb, mask)))
-        return self.norm2(x + coeff * self.dropout(self.feed_forward(x)))
+            x = x + self.dropout(self.self_attn(self.norm1(x), pos_emb, mask))
+            return x + self.dropout(self.feed_forward(self.norm2(x)))
+        x = self.norm1(x + self.dropout(self.self_attn(x, pos_emb, mask)))
+        return self.norm2(x + self.dropout(self.feed_forward(x)))
 
 
 class TransformerEncoder(Encoder):
@@ -60,13 +51,11 @@ class TransformerEncoder(Encoder):
         pos_enc_layer_type: str = "abs_pos",
         normalize_before: bool = True,
         layer_drop_rate: float = 0.0,
-        interctc_layer_idx: Sequence[int] = (),
         activation_type: str = "relu",
         use_rope: bool = False,
     ):
         super().__init__()
         self._output_size = output_size
-        self.interctc_layer_idx = list(interctc_layer_idx)
         self.layer_drop_rate = layer_drop_rate
         # ESPnet's Transformer (only) puts a ReLU after its linear input layer
         self.embed = _input_layer(input_layer, input_size, output_size, dropout_rate, linear_relu=True)

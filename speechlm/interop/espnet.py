@@ -120,6 +120,8 @@ def espnet_encoder_kwargs(
     if kwargs.pop("interctc_use_conditioning", False):
         raise ValueError("encoder_conf interctc_use_conditioning: true (self-conditioned CTC) needs the model's CTC "
                          "head: convert the whole model (speechlm.interop.espnet_asr), not the encoder alone")
+    # which layers to return is the caller's (`return_layers`), not a constructor argument here
+    kwargs.pop("interctc_layer_idx", None)
     if name == "conformer":  # ESPnet's Conformer defaults to legacy relative positions, ours not
         kwargs.setdefault("rel_pos_type", "legacy")
     return kwargs, left_out

@@ -237,6 +237,8 @@ def espnet_asr_model_config(config: Mapping[str, Any], left_out: dict[str, str] 
     encoder_conf = dict(config.get("encoder_conf") or {})
     if encoder_conf.pop("interctc_use_conditioning", False):  # the model's, here
         model_conf["interctc_use_conditioning"] = True
+    if encoder_conf.get("interctc_layer_idx"):  # ESPnet's encoder option; which layers the model reads
+        model_conf["interctc_layer_idx"] = list(encoder_conf["interctc_layer_idx"])
     kwargs, dropped = espnet_encoder_kwargs(encoder_name, encoder_conf)
     _note(left_out, "encoder_conf", dropped)
     kwargs.setdefault("output_size", inspect.signature(encoder_cls).parameters["output_size"].default)

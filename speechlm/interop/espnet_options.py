@@ -79,6 +79,7 @@ _PADDING_IDX = no_effect(-1, "used only by input_layer: embed (token inputs)")
 _QK_NORM = only(False, "qk_norm: true (normalised queries and keys) is not implemented")
 _CONCAT_AFTER = only(False, "concat_after: true (concatenation instead of residual addition) is not implemented")
 _FFN_TYPE = only("linear", "conv1d position-wise layers are not implemented")
+_INTER_LAYERS = m([], "the model's interctc_layer_idx (layers whose outputs it reads)")
 _INTER_COND = m(False, "self-conditioned CTC: the model's conditioning_layer (a whole model is needed)")
 _DROPOUTS = {name: m(rate) for name, rate in (("dropout_rate", 0.1), ("positional_dropout_rate", 0.1),
                                               ("attention_dropout_rate", 0.0))}
@@ -125,7 +126,7 @@ CLASSES: dict[tuple[str, str], tuple[str, dict[str, Option]]] = {
         "pos_enc_layer_type": m("rel_pos", values=("abs_pos", "rel_pos", "legacy_rel_pos")),
         "selfattention_layer_type": m("rel_selfattn", values=("selfattn", "rel_selfattn", "legacy_rel_selfattn")),
         "activation_type": m("swish", values=_ACTIVATIONS), "use_cnn_module": m(True), "zero_triu": m(False),
-        "cnn_module_kernel": m(31), "padding_idx": _PADDING_IDX, "interctc_layer_idx": m([]),
+        "cnn_module_kernel": m(31), "padding_idx": _PADDING_IDX, "interctc_layer_idx": _INTER_LAYERS,
         "interctc_use_conditioning": _INTER_COND,
         "ctc_trim": only(False, "ctc_trim (CTC-based frame trimming) is not implemented"),
         "stochastic_depth_rate": m(0.0), "layer_drop_rate": m(0.0), "max_pos_emb_len": m(5000),
@@ -141,7 +142,7 @@ CLASSES: dict[tuple[str, str], tuple[str, dict[str, Option]]] = {
         "input_layer": m("conv2d", values=_INPUT_LAYERS), "zero_triu": m(False), "padding_idx": _PADDING_IDX,
         "layer_drop_rate": m(0.0), "max_pos_emb_len": m(5000), "use_ffn": m(False), "macaron_ffn": m(False),
         "ffn_activation_type": m("swish", values=_ACTIVATIONS), "linear_units": m(2048),
-        "positionwise_layer_type": _FFN_TYPE, "merge_conv_kernel": m(3), "interctc_layer_idx": m(None),
+        "positionwise_layer_type": _FFN_TYPE, "merge_conv_kernel": m(3), "interctc_layer_idx": Option(MAPPED, None, _INTER_LAYERS.note),
         "interctc_use_conditioning": _INTER_COND, "qk_norm": _QK_NORM, "use_flash_attn": _FLASH,
         "gradient_checkpoint_layers": _CKPT_LAYERS,
     }),
@@ -152,7 +153,7 @@ CLASSES: dict[tuple[str, str], tuple[str, dict[str, Option]]] = {
         "pos_enc_layer_type": m("abs_pos", values=("abs_pos",)),
         "normalize_before": m(True), "concat_after": _CONCAT_AFTER, "positionwise_layer_type": _FFN_TYPE,
         "positionwise_conv_kernel_size": no_effect(1, "used only by conv1d position-wise layers"),
-        "padding_idx": _PADDING_IDX, "interctc_layer_idx": m([]), "interctc_use_conditioning": _INTER_COND,
+        "padding_idx": _PADDING_IDX, "interctc_layer_idx": _INTER_LAYERS, "interctc_use_conditioning": _INTER_COND,
         "layer_drop_rate": m(0.0), "qk_norm": _QK_NORM, "use_flash_attn": _FLASH,
     }),
     ("decoder", "transformer"): ("espnet2.asr.decoder.transformer_decoder.TransformerDecoder", {

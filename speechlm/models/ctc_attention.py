@@ -90,7 +90,7 @@ class CTCAttentionModel(nn.Module):
         if ctc_weight == 1.0 and decoder is not None:
             log.info("ctc_weight is 1.0: the decoder is not used and is dropped")
             decoder = None
-        self.interctc_layer_idx = [int(i) for i in interctc_layer_idx] or list(getattr(encoder, "interctc_layer_idx", []))
+        self.interctc_layer_idx = [int(i) for i in interctc_layer_idx]
         if interctc_weight > 0 and not self.interctc_layer_idx:
             raise ValueError("interctc_weight > 0 needs interctc_layer_idx (1-based encoder layers)")
         if interctc_weight > 0 and ctc_weight == 0:

@@ -46,9 +46,10 @@ class PositionalEncoding(_Cached):
     def table(self, n: int) -> Tensor:
         return sinusoids(torch.arange(n), self.d_model)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+    def forward(self, x: Tensor, offset: int = 0) -> tuple[Tensor, None]:
+        """x (B, T, D) at positions offset .. offset + T - 1 (a decoder's next token: T = 1)."""
         t = x.shape[1]
-        return self.dropout(x * self.xscale + self._get(t, x)[:t]), None
+        return self.dropout(x * self.xscale + self._get(offset + t, x)[offset : offset + t]), None
 
 
 class RelPositionalEncoding(_Cached):

@@ -4,8 +4,8 @@ The label-synchronous search of ESPnet's `BatchBeamSearch` (Watanabe et al. 2017
 CTC/attention architecture for end-to-end speech recognition"; Seki et al. 2019,
 "Vectorized beam search for CTC-attention-based speech recognition"), run for B utterances
 at once: at every step all running hypotheses of all utterances, N = B x beam rows (fewer
-as utterances finish and leave the batch), go through one decoder `batch_score` call and
-one `CTCPrefixScorer.score` call, and the top-k is taken per utterance on a (B, beam x V)
+as utterances finish and leave the batch), go through one decoder `step` call and one
+`CTCPrefixScorer.score` call, and the top-k is taken per utterance on a (B, beam x V)
 view. For each utterance the result is what ESPnet's `BatchBeamSearch` (as
 `espnet2/bin/asr_inference.py` builds it: scorers decoder, ctc, length_bonus,
 `pre_beam_score_key="full"`) returns for that utterance alone:
@@ -34,16 +34,25 @@ Differences from ESPnet, none of which changes a result on a sensible model:
 - A hypothesis that picks <eos> on the very last step gets no second <eos> (ESPnet's yseq
   then ends in two, and its `yseq[1:-1]` holds one).
 - Blank ids are not removed from `tokens` (ESPnet's asr_inference does that afterwards).
+
+Beyond ESPnet, for prompted decoders (Whisper's `<|startoftranscript|> <|en|> <|transcribe|>`):
+`prefix` forces the first tokens (default `[sos]`; the results leave it out, and CTC scores
+only what follows it), and `logit_filters` (openai-whisper's `LogitFilter`s) change the
+decoder's step scores before anything is chosen: each is called as
+`filter(tokens (N, L), scores (N, V)) -> scores` with every row's tokens so far (prefix
+included), and forbids a token by giving it -inf.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from speechlm.decoders.transformer import LayerCache
 from speechlm.search.ctc_prefix_score import CTCPrefixScorer
+
+LogitFilter = Callable[[Tensor, Tensor], Tensor]
 
 NEG_INF = float("-inf")
 END_DETECT_M = 3  # ESPnet's end_detect: the last M lengths ...
@@ -104,15 +113,19 @@ def joint_beam_search(
     pre_beam_ratio: float = 1.5,
     nbest: int = 1,
     blank: int = 0,
+    prefix: Sequence[int] | None = None,
+    logit_filters: Sequence[LogitFilter] = (),
 ) -> list[list[Hypothesis]]:
     """Beam search B utterances at once; returns each utterance's `nbest` best hypotheses.
 
-    decoder:       a `TransformerDecoder` (`batch_score`), unused (may be None) when
-                   ctc_weight == 1
+    decoder:       follows the incremental-decoding protocol (`init_state(memory=...)`,
+                   `step`, `select_state`, `vocab_size`), e.g. `TransformerDecoder`;
+                   unused (may be None) when ctc_weight == 1
     ctc_log_probs: (B, T, V) CTC log-posteriors, unused (may be None) when ctc_weight == 0
     memory:        (B, T, D) encoder output for the decoder (None when ctc_weight == 1)
     memory_lens:   (B,) valid frames per utterance (maxlen and minlen count from them)
     length_penalty: ESPnet's `penalty`, added per token (<eos> included)
+    prefix:        forced first tokens (default [sos]); logit_filters: see the module docstring
     """
     use_dec, use_ctc = ctc_weight < 1.0, ctc_weight > 0.0
     if use_dec and (decoder is None or memory is None):
@@ -137,14 +150,19 @@ def joint_beam_search(
     # (they tend to finish last) lets finished ones be cut off the end without a copy.
     utts = torch.argsort(memory_lens.to(device), descending=True, stable=True)  # ids, in block order
     W = 1
-    yseq = torch.full((B, 1), sos, dtype=torch.long, device=device)
+    prefix = [sos] if prefix is None else [int(t) for t in prefix]
+    if not prefix:
+        raise ValueError("prefix must hold at least the start token")
+    P = len(prefix)
+    yseq = torch.tensor(prefix, dtype=torch.long, device=device).repeat(B, 1)
     score = torch.zeros(B, dtype=dtype, device=device)
     dec_total = torch.zeros(B, dtype=dtype, device=device)
     ctc_total = torch.zeros(B, dtype=dtype, device=device)
-    cache = None
     if use_dec:
-        row_memory = memory.index_select(0, utts)
         row_mask = (torch.arange(T, device=device)[None, :] < memory_lens.to(device)[utts, None])[:, None, :]
+        state = decoder.init_state(B, device, memory=memory.index_select(0, utts), memory_mask=row_mask)
+        for t in range(P - 1):  # the forced prefix, but for its last token (the loop's first input)
+            _, state = decoder.step(yseq[:, t], state)
     if use_ctc:
         scorer = CTCPrefixScorer(blank=blank, eos=eos)
         ctc_state = scorer.init_state(ctc_log_probs.index_select(0, utts), memory_lens.to(device)[utts])
@@ -155,10 +173,12 @@ def joint_beam_search(
         U, N = utts.numel(), utts.numel() * W
         weighted = torch.zeros(N, V, dtype=dtype, device=device)
         if use_dec:
-            dec_logp, cache = decoder.batch_score(yseq, row_memory, row_mask, cache)
+            dec_logp, state = decoder.step(yseq[:, -1], state)
             weighted += w_dec * dec_logp
         if length_penalty != 0:
             weighted += length_penalty
+        for logit_filter in logit_filters:
+            weighted = logit_filter(yseq, weighted)
         if use_ctc:
             candidates = None
             if do_pre_beam:
@@ -192,7 +212,7 @@ def joint_beam_search(
                                           new_dec[u_idx, j_idx].tolist(), new_ctc[u_idx, j_idx].tolist()):
                 if i < bounds[u][1]:
                     continue  # shorter than minlen
-                tokens = yseq[p, 1:].tolist() + ([] if tok == eos else [tok])
+                tokens = yseq[p, P:].tolist() + ([] if tok == eos else [tok])
                 scores = ({"decoder": d} if use_dec else {}) | ({"ctc": c} if use_ctc else {})
                 ended[u].append((s, i + 2, Hypothesis(tokens, s, scores)))  # i + 2 = len(sos h eos)
         alive = valid & ~finished
@@ -207,9 +227,7 @@ def joint_beam_search(
         order = torch.sort((~alive).to(torch.int8), dim=1, stable=True)[1]
         parent, token, alive = parent.gather(1, order), token.gather(1, order), alive.gather(1, order)
         values, new_dec, new_ctc = values.gather(1, order), new_dec.gather(1, order), new_ctc.gather(1, order)
-        n_stay = int(stay.sum())
-        kept_prefix = k == W and bool(stay[:n_stay].all())  # the same blocks, minus some at the end
-        if n_stay < U:
+        if int(stay.sum()) < U:
             utts, parent, token, alive = utts[stay], parent[stay], token[stay], alive[stay]
             values, new_dec, new_ctc = values[stay], new_dec[stay], new_ctc[stay]
         parent, token = parent.reshape(-1), token.reshape(-1)
@@ -217,17 +235,7 @@ def joint_beam_search(
         dec_total, ctc_total = new_dec.reshape(-1), new_ctc.reshape(-1)
         yseq = torch.cat([yseq[parent], token[:, None]], dim=1)
         if use_dec:
-            # A row's encoder-side cache depends only on its utterance: move it only when
-            # the layout of utterances changes.
-            rows = parent.numel()
-            cache = [LayerCache(layer.self_k.index_select(0, parent), layer.self_v.index_select(0, parent),
-                                *((layer.src_k[:rows], layer.src_v[:rows]) if kept_prefix
-                                  else (layer.src_k.index_select(0, parent), layer.src_v.index_select(0, parent))))
-                     for layer in cache]
-            if kept_prefix:
-                row_memory, row_mask = row_memory[:rows], row_mask[:rows]
-            else:
-                row_memory, row_mask = row_memory.index_select(0, parent), row_mask.index_select(0, parent)
+            state = decoder.select_state(state, parent)
         if use_ctc:
             ctc_state = scorer.select(scored, parent, token)
         W = k
@@ -244,7 +252,7 @@ def joint_beam_search(
             decoder, None if ctc_log_probs is None else ctc_log_probs[index],
             None if memory is None else memory[index], memory_lens[index.to(memory_lens.device)],
             sos, eos, beam_size, ctc_weight, length_penalty, maxlenratio,
-            max(0.0, minlenratio - 0.1), pre_beam_ratio, nbest, blank)
+            max(0.0, minlenratio - 0.1), pre_beam_ratio, nbest, blank, prefix, logit_filters)
         for u, hyps in zip(retry, again):
             results[u] = hyps
     return results

@@ -12,7 +12,7 @@ from torch import nn
 
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder as EspnetDecoder
 
-from speechlm.decoders.transformer import TransformerDecoder, select_cache
+from speechlm.decoders.transformer import TransformerDecoder
 from speechlm.interop.espnet_asr import espnet_decoder_state_dict_to_ours, ours_to_espnet_decoder_state_dict
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -87,51 +87,70 @@ def test_batch_score_matches_espnet(normalize_before):
     mem = mem[:1].expand(n, -1, -1)
     mask = torch.ones(n, 1, mem.shape[1], dtype=torch.bool)
     ys = torch.tensor([[V - 1], [V - 1], [V - 1]])
-    states, cache = [None] * n, None
+    states, state = [None] * n, ours.init_state(n, memory=mem, memory_mask=mask)
     with torch.no_grad():
         for step in range(6):
             expected, states = ref.batch_score(ys, states, mem)
-            got, cache = ours.batch_score(ys, mem, mask, cache)
+            got, state = ours.step(ys[:, -1], state)
             torch.testing.assert_close(got, expected, **TOL, msg=lambda m, step=step: f"step {step}: {m}")
             # a different token per row, so the rows' prefixes differ
             ys = torch.cat([ys, got.topk(n, dim=-1).indices.diagonal().unsqueeze(1)], dim=1)
 
 
-def test_batch_score_with_reordering_and_padded_memory():
-    """Rows pruned/reordered with `select_cache`, utterances of different lengths padded in
+def test_step_with_reordering_and_padded_memory():
+    """Rows pruned/reordered with `select_state`, utterances of different lengths padded in
     one batch: each row equals ESPnet scoring its own unpadded utterance from scratch."""
     ref, ours = build_pair()
     mem, mem_lens = memory()
     mask = (torch.arange(mem.shape[1]) < mem_lens[:, None]).unsqueeze(1)
     ys = torch.full((3, 1), V - 1)
-    cache = None
+    state = ours.init_state(memory=mem, memory_mask=mask)
     order = torch.tensor([2, 0, 1])
     with torch.no_grad():
         for step in range(4):
-            got, cache = ours.batch_score(ys, mem, mask, cache)
+            got, state = ours.step(ys[:, -1], state)
             for b in range(3):
                 expected, _ = ref.score(ys[b], None, mem[b, : mem_lens[b]])
                 torch.testing.assert_close(got[b], expected, **TOL)
             ys = torch.cat([ys, got.argmax(-1, keepdim=True)], dim=1)
             # reorder everything the same way (rows keep their own memory)
             ys, mem, mask, mem_lens = ys[order], mem[order], mask[order], mem_lens[order]
-            cache = select_cache(cache, order)
+            state = ours.select_state(state, order)
 
 
-def test_whole_prefix_without_cache_equals_incremental():
+def test_select_state_keeps_or_moves_the_memory_side():
+    """Rows that keep their memory (trailing rows dropped) slice it; rows that change memory
+    get their new memory's keys/values: either way each row scores as if freshly started."""
+    _, ours = build_pair()
+    mem, mem_lens = memory()
+    mask = (torch.arange(mem.shape[1]) < mem_lens[:, None]).unsqueeze(1)
+    tok = torch.full((3,), V - 1)
+    with torch.no_grad():
+        state = ours.init_state(memory=mem, memory_mask=mask)
+        _, state = ours.step(tok, state)
+        for index in (torch.tensor([0, 1]), torch.tensor([1, 1, 0, 2])):
+            selected = ours.select_state(state, index)
+            got, _ = ours.step(tok[index], selected)
+            fresh = ours.init_state(memory=mem[index], memory_mask=mask[index])
+            _, fresh = ours.step(tok[index], fresh)
+            expected, _ = ours.step(tok[index], fresh)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+            sliced = index.tolist() == [0, 1]  # the same rows, minus the last: no copy
+            assert (selected.layers[0].src_k.data_ptr() == state.layers[0].src_k.data_ptr()) == sliced
+
+
+def test_incremental_steps_equal_teacher_forcing():
     _, ours = build_pair()
     mem, mem_lens = memory()
     mask = (torch.arange(mem.shape[1]) < mem_lens[:, None]).unsqueeze(1)
     ys = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(3))
     ys[:, 0] = V - 1
     with torch.no_grad():
-        cache = None
-        for t in range(1, 6):
-            step, cache = ours.batch_score(ys[:, :t], mem, mask, cache)
-        whole, _ = ours.batch_score(ys, mem, mask, None)
-        full = torch.log_softmax(ours(mem, mem_lens, ys, torch.full((3,), 5)), dim=-1)[:, -1]
-    torch.testing.assert_close(step, whole, **TOL)
-    torch.testing.assert_close(step, full, **TOL)
+        state = ours.init_state(memory=mem, memory_mask=mask)
+        full = torch.log_softmax(ours(mem, mem_lens, ys, torch.full((3,), 5)), dim=-1)
+        for t in range(5):
+            step, state = ours.step(ys[:, t], state)
+            torch.testing.assert_close(step, full[:, t], **TOL)
 
 
 def test_constructor_defaults_are_espnets():

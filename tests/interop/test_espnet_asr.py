@@ -288,7 +288,7 @@ def test_experiment_dir_decodes_like_espnet(tmp_path):
     `load_espnet_asr`, both models given the same raw-audio batch:
 
     (a) the same encoder output and CTC log-posteriors, (b) the same decoder scores
-    (teacher-forced forward, and step-by-step `batch_score` with its cache), and (c) the
+    (teacher-forced forward, and step-by-step `step` with its state), and (c) the
     same n-best lists from our `joint_beam_search` over our encoder output as from ESPnet's
     `BatchBeamSearch` (built as asr_inference.py builds it, one utterance at a time) over
     ESPnet's, for beam 4 and ctc_weight 0.3, 0.0 and 1.0.
@@ -315,7 +315,7 @@ def test_experiment_dir_decodes_like_espnet(tmp_path):
         torch.testing.assert_close(enc.output[b, :n], enc_ref[b, :n], rtol=0, atol=1e-5)
         torch.testing.assert_close(ctc_ours[b, :n], ctc_ref[b, :n], rtol=0, atol=1e-5)
 
-    # (b) decoder scores: teacher-forced on a padded batch, then incremental batch_score
+    # (b) decoder scores: teacher-forced on a padded batch, then incremental steps
     g = torch.Generator().manual_seed(3)
     ys_lens = torch.tensor([6, 4, 2])
     ys_in = torch.randint(2, V - 1, (3, 6), generator=g)
@@ -328,10 +328,10 @@ def test_experiment_dir_decodes_like_espnet(tmp_path):
         torch.testing.assert_close(logits.log_softmax(-1)[b, :n], logits_ref.log_softmax(-1)[b, :n],
                                    rtol=0, atol=1e-5)
     memory_mask = (torch.arange(enc.output.shape[1])[None, :] < enc.lengths[:, None]).unsqueeze(1)
-    cache = None
+    state = ours.decoder.init_state(memory=enc.output, memory_mask=memory_mask)
     for step in range(1, 5):
         with torch.no_grad():
-            logp, cache = ours.decoder.batch_score(ys_in[:, :step], enc.output, memory_mask, cache)
+            logp, state = ours.decoder.step(ys_in[:, step - 1], state)
             for b, n in enumerate(lens_ref.tolist()):  # ESPnet: one utterance, unpadded, no cache
                 logp_ref, _ = ref.decoder.batch_score(ys_in[b : b + 1, :step], [None], enc_ref[b : b + 1, :n])
                 torch.testing.assert_close(logp[b], logp_ref[0], rtol=0, atol=1e-5)

@@ -131,13 +131,13 @@ def test_waveform_pipeline_trains_and_augments_only_in_training():
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_batch_score_memory_mask_may_be_none():
+def test_decoder_memory_mask_may_be_none():
     model = tiny_model().eval()
     mem = torch.randn(2, 7, D)
-    ys = torch.full((2, 1), V - 1)
+    tok = torch.full((2,), V - 1)
     with torch.no_grad():
-        a, cache = model.decoder.batch_score(ys, mem, None, None)
-        b, _ = model.decoder.batch_score(ys, mem, torch.ones(2, 1, 7, dtype=torch.bool), None)
-        c, _ = model.decoder.batch_score(torch.cat([ys, ys], 1), mem, None, cache)
+        a, state = model.decoder.step(tok, model.decoder.init_state(memory=mem))
+        b, _ = model.decoder.step(tok, model.decoder.init_state(memory=mem, memory_mask=torch.ones(2, 1, 7, dtype=torch.bool)))
+        c, _ = model.decoder.step(tok, state)
     torch.testing.assert_close(a, b)
     assert c.shape == (2, V)

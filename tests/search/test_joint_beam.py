@@ -191,3 +191,57 @@ def test_end_detect_matches_espnet():
                  for _ in range(int(torch.randint(0, 8, (1,), generator=g)))]
         i = int(torch.randint(2, 9, (1,), generator=g))
         assert end_detect(ended, i) == espnet_end_detect([{"score": s, "yseq": [0] * n} for s, n in ended], i)
+
+
+# --- beyond ESPnet: forced prefixes and logit filters (prompted decoders such as Whisper) ---
+
+def greedy_teacher_forced(decoder, memory, length, prefix, maxlen):
+    """Greedy decoding by full teacher-forced passes: the argmax after `prefix`, again and
+    again, until <eos> or maxlen tokens."""
+    ys = list(prefix)
+    out = []
+    with torch.no_grad():
+        for _ in range(maxlen):
+            logits = decoder(memory[None, :length], torch.tensor([length]), torch.tensor([ys]),
+                             torch.tensor([len(ys)]))
+            token = int(logits[0, -1].argmax())
+            if token == EOS:
+                break
+            ys.append(token)
+            out.append(token)
+    return out
+
+
+def test_forced_prefix_continues_after_it():
+    _, _, ours = build_models()
+    memory, lengths = random_memory()
+    prefix = [SOS, 3, 5]
+    hyps = joint_beam_search(ours, None, memory, lengths, SOS, EOS, beam_size=1, ctc_weight=0.0, prefix=prefix)
+    for b, n in enumerate(lengths.tolist()):
+        expected = greedy_teacher_forced(ours, memory[b], n, prefix, maxlen=n)
+        assert hyps[b][0].tokens == expected, b
+    plain = joint_beam_search(ours, None, memory, lengths, SOS, EOS, beam_size=1, ctc_weight=0.0)
+    assert [h[0].tokens for h in plain] != [h[0].tokens for h in hyps]  # the prefix conditions the rest
+    assert [h[0].tokens for h in plain] == [h[0].tokens for h in joint_beam_search(
+        ours, None, memory, lengths, SOS, EOS, beam_size=1, ctc_weight=0.0, prefix=[SOS])]
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.3])
+def test_suppressed_tokens_never_appear(ctc_weight):
+    from speechlm.search.filters import SuppressAtStart, SuppressTokens
+
+    theirs, ctc, ours = build_models(eos_bias=0.0)
+    memory, lengths = random_memory()
+    logp = torch.log_softmax(ctc.ctc_lo(memory), dim=-1)
+    plain = joint_beam_search(ours, logp, memory, lengths, SOS, EOS, beam_size=4, ctc_weight=ctc_weight, nbest=4)
+    seen = [t for hyps in plain for h in hyps for t in h.tokens]
+    assert seen
+    common = max(set(seen), key=seen.count)
+    first = plain[0][0].tokens[0]
+    filtered = joint_beam_search(ours, logp, memory, lengths, SOS, EOS, beam_size=4, ctc_weight=ctc_weight, nbest=4,
+                                 logit_filters=[SuppressTokens([common]), SuppressAtStart([first])])
+    for hyps in filtered:
+        assert hyps
+        for h in hyps:
+            assert common not in h.tokens
+            assert not h.tokens or h.tokens[0] != first
