@@ -4,8 +4,12 @@
 # A recipe's run.sh prepares data/{train,dev,test} in stages 0-1 and then calls this:
 #   asr.sh --stage N --stop-stage N --experiment NAME [--tag TAG] [--test-sets "dev test"]
 #          [--train-args "hydra overrides"] [--decode-args "hydra overrides"]
-# exp/TAG (TAG defaults to the experiment name) holds the run; e.g. a transducer run of the
-# same preset: --tag conformer_fast_transducer --train-args "model=transducer".
+# --train-args / --decode-args add to each other (a recipe's own and the user's both count;
+# the later ones win on the same key). exp/TAG (TAG defaults to the experiment name) holds
+# the run; e.g. a transducer run of the same preset:
+#   --tag conformer_fast_transducer --train-args "model=transducer".
+# --beam-size goes to any model's search; --ctc-weight (joint CTC/attention search only) is
+# left to the search's default unless given.
 set -euo pipefail
 
 stage=2
@@ -17,11 +21,12 @@ nbpe=100
 test_sets="dev test"
 valid_set=dev
 beam_size=10
-ctc_weight=0.3
+ctc_weight=""
 num_avg=3
 train_args=""
 decode_args=""
 tag=""
+append_options="train_args decode_args"
 . parse_options.sh
 
 [ -n "$tag" ] || tag=$experiment
@@ -62,10 +67,12 @@ fi
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   log "stage 7: average the $num_avg best checkpoints, decode"
   python -m speechlm.bin.average_checkpoints "$exp" --num "$num_avg"
+  search_args="search.beam_size=$beam_size"
+  [ -z "$ctc_weight" ] || search_args="$search_args search.ctc_weight=$ctc_weight"
   for d in $test_sets; do
     # shellcheck disable=SC2086
     python -m speechlm.bin.decode checkpoint="$exp/model.avg.ckpt" data_dir="data/$d" \
-      out_dir="$exp/decode_${d}" beam_size="$beam_size" ctc_weight="$ctc_weight" $decode_args
+      out_dir="$exp/decode_${d}" $search_args $decode_args
   done
 fi
 

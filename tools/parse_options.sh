@@ -4,7 +4,9 @@
 # variables that already exist may be set (a typo is an error); `--help` prints them.
 # What remains after the options is left in "$@". With `passthrough_unknown=true` set
 # before sourcing, unknown options are collected (with their values) into the array
-# `passthrough` instead, for a run.sh to hand on to tools/asr.sh.
+# `passthrough` instead, for a run.sh to hand on to tools/asr.sh. Variables named in
+# `append_options` (set before sourcing) add to their value instead of replacing it, so a
+# recipe's own --train-args and the user's both count.
 passthrough=()
 
 while [ $# -gt 0 ]; do
@@ -29,6 +31,10 @@ while [ $# -gt 0 ]; do
     if [ "${passthrough_unknown:-false}" = true ]; then passthrough+=("$name" "$value"); continue; fi
     echo "$0: unknown option $name" >&2; exit 1
   fi
-  printf -v "$var" '%s' "$value"
+  if [[ " ${append_options:-} " == *" $var "* ]] && [ -n "${!var}" ]; then
+    printf -v "$var" '%s %s' "${!var}" "$value"
+  else
+    printf -v "$var" '%s' "$value"
+  fi
 done
 true

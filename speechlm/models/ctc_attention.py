@@ -60,6 +60,9 @@ class CTCAttentionModel(nn.Module):
     # What training keeps the best checkpoints by, unless the config says otherwise: the
     # attention decoder's validation accuracy, as ESPnet's `best_model_criterion`.
     checkpoint_criterion = ("valid/acc", "max")
+    # How it is decoded unless the decode config names another search (conf/search/joint.yaml).
+    default_search = {"_target_": "speechlm.search.joint_beam.JointCTCAttentionSearch", "beam_size": 10,
+                      "ctc_weight": 0.3}
 
     def __init__(
         self,

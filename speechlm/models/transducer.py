@@ -53,6 +53,9 @@ class TransducerModel(nn.Module):
     # What training keeps the best checkpoints by, unless the config says otherwise (ESPnet's
     # transducer recipes: valid loss).
     checkpoint_criterion = ("valid/loss", "min")
+    # Modified beam search (conf/search/modified_beam.yaml); beam 10 as the digits results.
+    default_search = {"_target_": "speechlm.search.transducer_beam.TransducerBeamSearch", "beam_size": 10,
+                      "method": "modified"}
 
     def __init__(
         self,

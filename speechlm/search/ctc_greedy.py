@@ -48,3 +48,13 @@ def ctc_greedy_search(log_probs: Tensor, lengths: Tensor | None = None, blank: i
             )
         )
     return results
+
+
+class CTCGreedySearch:
+    """Best-path decoding of any model with a CTC head (`model.ctc`, `model.blank_id`)."""
+
+    def __call__(self, model, enc) -> list[list[int]]:
+        if getattr(model, "ctc", None) is None:
+            raise ValueError(f"{type(model).__name__} has no CTC head to decode greedily")
+        return [r.tokens for r in ctc_greedy_search(model.ctc.log_softmax(enc.output), enc.lengths,
+                                                    blank=model.blank_id)]

@@ -256,3 +256,27 @@ def joint_beam_search(
         for u, hyps in zip(retry, again):
             results[u] = hyps
     return results
+
+
+class JointCTCAttentionSearch:
+    """The search of CTC/attention models (`speechlm.models.ctc_attention`): the joint beam
+    search with the model's decoder and CTC head; a model without a decoder (CTC only) is
+    searched by CTC prefix scores alone, one without a CTC head by the decoder alone."""
+
+    def __init__(self, beam_size: int = 10, ctc_weight: float = 0.3, penalty: float = 0.0, maxlenratio: float = 0.0,
+                 minlenratio: float = 0.0):
+        self.beam_size, self.ctc_weight, self.penalty = beam_size, ctc_weight, penalty
+        self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
+
+    def __call__(self, model, enc) -> list[list[int]]:
+        if not hasattr(model, "decoder") or not hasattr(model, "sos"):
+            raise ValueError(f"the joint CTC/attention search decodes CTC/attention models; {type(model).__name__} "
+                             "has no attention decoder")
+        ctc = getattr(model, "ctc", None)
+        ctc_weight = 0.0 if ctc is None else 1.0 if model.decoder is None else self.ctc_weight
+        hyps = joint_beam_search(
+            model.decoder, ctc.log_softmax(enc.output) if ctc is not None else None, enc.output, enc.lengths,
+            sos=model.sos, eos=model.eos, beam_size=self.beam_size, ctc_weight=ctc_weight,
+            length_penalty=self.penalty, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio,
+            blank=model.blank_id)
+        return [h[0].tokens if h else [] for h in hyps]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from speechlm.search.ctc_prefix_beam import log_add
-from speechlm.search.transducer_greedy import TransducerHypothesis, start_predictor
+from speechlm.search.transducer_greedy import TransducerHypothesis, check_transducer, start_predictor
 
 
 def _finish(hyps: list[TransducerHypothesis], length_norm: bool) -> list[TransducerHypothesis]:
@@ -144,3 +144,20 @@ def graves_beam_search(predictor: nn.Module, joiner: nn.Module, enc: Tensor, enc
         results.append(_finish(hyps, length_norm))
     return results
 
+
+
+class TransducerBeamSearch:
+    """Beam search of transducer models: `method` "modified" (one symbol per frame, batched;
+    the default) or "graves" (per utterance)."""
+
+    def __init__(self, beam_size: int = 4, method: str = "modified"):
+        if method not in ("modified", "graves"):
+            raise ValueError(f"method must be 'modified' or 'graves', got {method!r}")
+        self.beam_size, self.method = beam_size, method
+
+    def __call__(self, model, enc) -> list[list[int]]:
+        check_transducer(model)
+        search = modified_beam_search if self.method == "modified" else graves_beam_search
+        nbest = search(model.predictor, model.joiner, enc.output, enc.lengths, beam_size=self.beam_size,
+                       blank=model.blank_id)
+        return [h[0].tokens if h else [] for h in nbest]

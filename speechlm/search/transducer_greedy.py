@@ -61,3 +61,21 @@ def transducer_greedy_search(predictor: nn.Module, joiner: nn.Module, enc: Tenso
     for h, s in zip(hyps, scores.tolist()):
         h.score = s
     return hyps
+
+
+def check_transducer(model) -> None:
+    if not hasattr(model, "joiner") or not hasattr(model, "predictor"):
+        raise ValueError(f"transducer searches decode transducer models; {type(model).__name__} has no joiner")
+
+
+class TransducerGreedySearch:
+    """Greedy search of transducer models (`model.predictor`, `model.joiner`)."""
+
+    def __init__(self, max_symbols_per_frame: int = 1):
+        self.max_symbols_per_frame = max_symbols_per_frame
+
+    def __call__(self, model, enc) -> list[list[int]]:
+        check_transducer(model)
+        hyps = transducer_greedy_search(model.predictor, model.joiner, enc.output, enc.lengths, blank=model.blank_id,
+                                        max_symbols_per_frame=self.max_symbols_per_frame)
+        return [h.tokens for h in hyps]

@@ -93,7 +93,7 @@ def test_char_experiment_converts_decodes_and_transcribes(tmp_path, capsys):
     # decode a Kaldi data dir with the Hydra entry point
     data = make_data_dir(tmp_path / "corpus", per_speaker=1)
     run = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={tmp_path / 'model.ckpt'}",
-                          f"data_dir={data}", f"out_dir={tmp_path / 'decode'}", "beam_size=2"],
+                          f"data_dir={data}", f"out_dir={tmp_path / 'decode'}", "search.beam_size=2"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert len((tmp_path / "decode" / "hyp.trn").read_text().splitlines()) == 2

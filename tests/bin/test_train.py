@@ -36,10 +36,11 @@ def test_train_writes_exp_dir_and_resumes(tmp_path):
 
     # decode with the trained checkpoint (CTC greedy and joint beam search), then score
     from speechlm.bin.score import main as score_main
-    for method in ("ctc_greedy", "joint"):
-        out = tmp_path / f"decode_{method}"
+    for search in ("ctc_greedy", "joint"):
+        out = tmp_path / f"decode_{search}"
+        options = ["search.beam_size=2", "search.maxlenratio=0.5"] if search == "joint" else []
         proc = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={exp / 'checkpoints/last.ckpt'}",
-                               f"data_dir={data}", f"out_dir={out}", f"method={method}", "beam_size=2", "maxlenratio=0.5"],
+                               f"data_dir={data}", f"out_dir={out}", f"search={search}", *options],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert len((out / "hyp.trn").read_text().splitlines()) == 6
@@ -63,14 +64,16 @@ def test_transducer_trains_keeps_best_by_valid_loss_and_decodes(tmp_path):
     model, _, config = load_pretrained(exp / "checkpoints/last.ckpt")
     assert type(model).__name__ == "TransducerModel" and model.ctc is not None
     assert config["model"]["predictor"]["_target_"].endswith("LSTMPredictor")
-    for method in ("auto", "greedy", "graves_beam", "ctc_greedy"):
-        out = tmp_path / f"decode_{method}"
+    for search in (None, "transducer_greedy", "graves_beam", "ctc_greedy"):  # None: the model's own
+        out = tmp_path / f"decode_{search}"
+        options = [f"search={search}"] if search else []
+        options += ["search.beam_size=2"] if search in (None, "graves_beam") else []
         proc = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={exp / 'checkpoints/last.ckpt'}",
-                               f"data_dir={data}", f"out_dir={out}", f"method={method}", "beam_size=2"],
+                               f"data_dir={data}", f"out_dir={out}", *options],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert len((out / "hyp.trn").read_text().splitlines()) == 6
     proc = subprocess.run([sys.executable, "-m", "speechlm.bin.decode", f"checkpoint={exp / 'checkpoints/last.ckpt'}",
-                           f"data_dir={data}", f"out_dir={tmp_path / 'bad'}", "method=joint"],
+                           f"data_dir={data}", f"out_dir={tmp_path / 'bad'}", "search=joint"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "method=joint does not apply to a TransducerModel" in proc.stderr
+    assert proc.returncode != 0 and "TransducerModel has no attention decoder" in proc.stderr

@@ -35,9 +35,10 @@ def test_transcribe_matches_decode_and_reports_bad_files(trained, tmp_path, caps
     wavs = [line.split(maxsplit=1) for line in (data / "wav.scp").read_text().splitlines()]
     # decode.py's search over the data dir, one utterance per batch (padding changes the
     # Conformer's conv module output slightly, so both sides decode files alone)
-    search = dict(method="joint", beam_size=3, ctc_weight=0.3, penalty=0.0, maxlenratio=0.0, minlenratio=0.0)
+    search = {"_target_": "speechlm.search.joint_beam.JointCTCAttentionSearch", "beam_size": 3, "ctc_weight": 0.3}
     expected = decode_data_dir(SimpleNamespace(checkpoint=str(ckpt), device="cpu", data_dir=str(data),
-                                               batch_seconds=0.01, out_dir=str(tmp_path / "dec"), **search))
+                                               batch_seconds=0.01, out_dir=str(tmp_path / "dec"), search=search,
+                                               get=lambda key, default=None: {"search": search}.get(key, default)))
     assert any(expected.values()), "a model that says nothing would make this comparison vacuous"
 
     missing, garbage = tmp_path / "missing.wav", tmp_path / "garbage.wav"
@@ -56,7 +57,7 @@ def test_transcribe_matches_decode_and_reports_bad_files(trained, tmp_path, caps
 def test_transcribe_batched_run_and_exit_status(trained):
     ckpt, data = trained
     wavs = [line.split(maxsplit=1)[1] for line in (data / "wav.scp").read_text().splitlines()]
-    proc = subprocess.run([sys.executable, "-m", "speechlm.bin.transcribe", "--model", str(ckpt), "--method",
+    proc = subprocess.run([sys.executable, "-m", "speechlm.bin.transcribe", "--model", str(ckpt), "--search",
                            "ctc_greedy", *wavs], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == wavs

@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
-. ./cmd.sh
 
 stage=0
 stop_stage=100

@@ -1,0 +1,57 @@
+"""The one decoding path of `speechlm.bin.decode` and `speechlm.bin.transcribe`: pick the
+search (the decode config's, or the model's own `default_search`), encode, search.
+
+The decode config's `search` node either names a search (`_target_`, from
+`search=NAME` -> conf/search/NAME.yaml) or leaves `_target_` null, and then the model's
+`default_search` is used with the node's non-null fields on top (so `search.beam_size=4`
+works for any model whose search has a beam).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import hydra.utils
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from speechlm.models.encode import encode_each
+
+
+def search_node(model, chosen: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """The Hydra node of the search for `model`: `chosen` if it names one, else the model's
+    `default_search` updated with `chosen`'s non-null fields. Fields the search does not
+    take are refused."""
+    if isinstance(chosen, DictConfig):
+        chosen = OmegaConf.to_container(chosen, resolve=True)
+    chosen = {k: v for k, v in (chosen or {}).items() if v is not None}
+    if "_target_" in chosen:
+        node = chosen
+    else:
+        default = model.default_search
+        if default is None:
+            raise ValueError(f"{type(model).__name__} has no search of its own (default_search is None): "
+                             "name one with search=NAME (conf/search/)")
+        node = {**default, **chosen}
+    params = inspect.signature(hydra.utils.get_class(node["_target_"])).parameters
+    unknown = sorted(set(node) - {"_target_"} - set(params))
+    if unknown:
+        raise ValueError(f"{node['_target_']} takes no {', '.join(unknown)} (it takes: {', '.join(params) or 'nothing'})")
+    return node
+
+
+def build_search(model, chosen: Mapping[str, Any] | DictConfig | None):
+    return hydra.utils.instantiate(search_node(model, chosen))
+
+
+@torch.no_grad()
+def decode_batch(model, search, batch: dict, encode_one_by_one: bool = True) -> list[list[int]]:
+    """Token ids of the best hypothesis of each utterance of a collated batch. With
+    `encode_one_by_one` the encoder sees each utterance alone (`encode_each`), so a result
+    never depends on the rest of the batch; the search is batched either way."""
+    if encode_one_by_one:
+        enc = encode_each(model.encode, batch["audio"], batch["audio_lens"])
+    else:
+        enc = model.encode(batch["audio"], batch["audio_lens"])
+    return search(model, enc)
