@@ -4,7 +4,8 @@
     python -m speechlm.bin.average_checkpoints --checkpoints a.ckpt b.ckpt --out model.avg.ckpt
 
 With an experiment dir, the k best are those Lightning's ModelCheckpoint recorded in
-`checkpoints/last.ckpt` (by its monitored metric).
+`checkpoints/last.ckpt`, ranked by the checkpoint criterion training wrote into it
+(`speechlm.checkpoint_criterion`: the metric and whether lower or higher is better).
 """
 from __future__ import annotations
 
@@ -19,14 +20,17 @@ def best_checkpoints(exp: Path, num: int) -> list[Path]:
     last = exp / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise FileNotFoundError(f"{last}: not found (has this experiment trained an epoch?)")
-    callbacks = load_checkpoint(last).get("callbacks", {})
-    for key, state in callbacks.items():
-        if key.startswith("ModelCheckpoint") and state.get("best_k_models"):
-            # the callback's state key spells out its settings, e.g. "...'mode': 'max'..."
-            ranked = sorted(state["best_k_models"].items(), key=lambda kv: float(kv[1]),
-                            reverse="'mode': 'max'" in key)
+    ckpt = load_checkpoint(last)
+    criterion = (ckpt.get("speechlm") or {}).get("checkpoint_criterion")
+    if not criterion:
+        raise ValueError(f"{last}: no checkpoint criterion in its speechlm block (written by an older speechlm?); "
+                         "name the checkpoints with --checkpoints")
+    monitor, mode = criterion
+    for key, state in ckpt.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and state.get("monitor") == monitor and state.get("best_k_models"):
+            ranked = sorted(state["best_k_models"].items(), key=lambda kv: float(kv[1]), reverse=mode == "max")
             return [Path(p) for p, _ in ranked[:num] if Path(p).is_file()]
-    raise ValueError(f"{last}: records no best checkpoints (was ModelCheckpoint monitoring a metric?)")
+    raise ValueError(f"{last}: records no best checkpoints by {monitor} (was ModelCheckpoint monitoring it?)")
 
 
 def main(argv: list[str] | None = None) -> int:

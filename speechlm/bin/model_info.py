@@ -66,20 +66,6 @@ def parameter_table(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
-# FlopCounterMode knows the CUDA attention kernels but not the CPU one that
-# F.scaled_dot_product_attention runs here, which it would count as 0 FLOPs. Same formulas
-# as torch's for the CUDA kernels: two matmuls forward; recompute + four backward.
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    batch_heads, s_q, d_qk = math.prod(query_shape[:-2]), query_shape[-2], query_shape[-1]
-    return 2 * batch_heads * s_q * key_shape[-2] * (d_qk + value_shape[-1])
-
-
-def _sdpa_cpu_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                             out_shape=None, **kwargs) -> int:
-    batch_heads, s_q, d_qk = math.prod(query_shape[:-2]), query_shape[-2], query_shape[-1]
-    return 2 * batch_heads * s_q * key_shape[-2] * (3 * d_qk + 2 * value_shape[-1])
-
-
 # torch's convolution_backward formula counts a grouped conv's weight gradient as if the conv
 # were dense: `groups` times too much, 256x for a depthwise conv at d=256, which would make
 # the conv modules of Conformer / E-Branchformer dominate a training step's count. Each
@@ -92,14 +78,9 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padd
 
 
 def flop_counter() -> FlopCounterMode:
-    """A FlopCounterMode that also counts CPU scaled-dot-product attention and counts grouped
-    convolutions' backward correctly."""
-    aten = torch.ops.aten
-    return FlopCounterMode(display=False, custom_mapping={
-        aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
-        aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops,
-        aten.convolution_backward: _conv_backward_flops,
-    })
+    """A FlopCounterMode that counts grouped convolutions' backward correctly. (Our attention
+    is plain matmuls, which it counts.)"""
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
 
 
 def forward_flops(model: nn.Module, input_size: int, seconds: float = SECONDS) -> int:

@@ -3,6 +3,12 @@
     python -m speechlm.bin.train data.train_dir=data/train_sp data.valid_dir=data/dev \
         tokenizer_dir=data/tokenizer cmvn_stats=exp/cmvn.npz encoder=conformer trainer.max_epochs=30
 
+Everything comes from the config: the model (`model`, any `_target_` following
+`speechlm.models.protocol`, its parts' `init_from` applied when training starts from
+scratch), the data module (`data`), the optimizer, schedule and parameter groups (`optim`),
+the Lightning trainer. A tokenizer (`tokenizer_dir`) is optional: with one, `vocab_size`
+and `special_ids` are filled in from it and it travels in every checkpoint.
+
 Writes exp/<tag>/: config.yaml (resolved), checkpoints/ (last + best k, atomic,
 weights_only-loadable, self-contained), tensorboard/, curves.png, train.log. Running the
 same command again resumes from checkpoints/last.ckpt.
@@ -21,42 +27,42 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from speechlm.atomic import atomic_write_text
+from speechlm.models.build import build_model
 from speechlm.tokenizers.base import load_tokenizer
 from speechlm.train.checkpoint_io import AtomicCheckpointIO, RNGStateCallback
 from speechlm.train.curves import CurvePlot
-from speechlm.train.data_module import SpeechDataModule
 from speechlm.train.task import Task
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 log = logging.getLogger("speechlm.train")
 
 
-def build(cfg: DictConfig):
-    """(task, datamodule, trainer) from a composed config; `vocab_size` is filled in."""
-    tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    cfg.vocab_size = tokenizer.vocab_size
-    if cfg.cmvn_stats is not None:
-        cfg.model.normalize = {"_target_": "speechlm.features.GlobalCMVN.from_stats_file", "path": cfg.cmvn_stats}
+def build(cfg: DictConfig, resuming: bool = False):
+    """(task, datamodule, trainer, resolved config) from a composed config; `vocab_size`
+    and `special_ids` are filled in from the tokenizer, if there is one. The model's
+    `init_from` parts are loaded unless `resuming` (the checkpoint has every weight)."""
+    tokenizer = load_tokenizer(cfg.tokenizer_dir) if cfg.get("tokenizer_dir") else None
+    if tokenizer is not None:
+        cfg.vocab_size = tokenizer.vocab_size
+        cfg.special_ids = tokenizer.special_ids
     resolved = OmegaConf.to_container(cfg, resolve=True)
     L.seed_everything(cfg.seed, verbose=False)
-    model = hydra.utils.instantiate(cfg.model)
-    task = Task(
-        model,
-        hydra.utils.instantiate(cfg.optim.optimizer),
-        hydra.utils.instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-        extra_state={"config": resolved, "tokenizer": tokenizer.to_dict()},
-    )
-    dm = SpeechDataModule(
-        cfg.data.train_dir, cfg.data.valid_dir, encode=tokenizer.encode, sample_rate=int(cfg.frontend.sample_rate),
-        max_seconds=cfg.data.max_seconds, num_buckets=cfg.data.num_buckets, max_batch_size=cfg.data.max_batch_size,
-        num_workers=cfg.data.num_workers, seed=cfg.seed,
-    )
-    exp = Path(cfg.exp_dir)
+    model = build_model(resolved["model"], initialize=not resuming)
     monitor, mode = cfg.checkpoint.monitor, cfg.checkpoint.mode
     if monitor is None:
         monitor, mode = model.checkpoint_criterion
     elif mode not in ("min", "max"):
         raise ValueError(f"checkpoint.monitor={monitor} needs checkpoint.mode=min or max, got {mode}")
+    task = Task(
+        model,
+        hydra.utils.instantiate(cfg.optim.optimizer),
+        hydra.utils.instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+        extra_state={"config": resolved, "tokenizer": tokenizer.to_dict() if tokenizer is not None else None},
+        groups=resolved["optim"].get("groups"), layer_decay=resolved["optim"].get("layer_decay"),
+        checkpoint_criterion=(monitor, mode),
+    )
+    dm = hydra.utils.instantiate(cfg.data)
+    exp = Path(cfg.exp_dir)
     callbacks = [
         ModelCheckpoint(dirpath=exp / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         save_last=True, save_top_k=cfg.checkpoint.save_top_k, monitor=monitor, mode=mode),
@@ -77,9 +83,9 @@ def main(cfg: DictConfig) -> None:
     # Denormal floats (tiny gradients, Adam's second moments early on) run ~100x slower on
     # x86 CPUs; flushing them to zero changes nothing a model can notice.
     torch.set_flush_denormal(True)
-    task, dm, trainer, resolved = build(cfg)
     exp = Path(cfg.exp_dir)
     last = exp / "checkpoints" / "last.ckpt"
+    task, dm, trainer, resolved = build(cfg, resuming=last.exists())
     if trainer.is_global_zero:
         text = OmegaConf.to_yaml(OmegaConf.create(resolved))
         previous = exp / "config.yaml"

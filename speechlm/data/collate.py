@@ -18,7 +18,8 @@ from torch.nn.utils.rnn import pad_sequence
 # -1 rather than 0 because 0 is usually a real token (<blank> or <unk>).
 IGNORE_ID = -1
 
-# Keys collate_audio turns into tensors or renames; any other key is passed through as a list.
+# Keys collate_audio turns into tensors or renames; other keys are padded (1-D tensors) or
+# passed through as lists.
 _HANDLED_KEYS = {"id", "audio", "text", "tokens"}
 
 
@@ -61,7 +62,9 @@ def collate_audio(items: list[dict[str, Any]]) -> dict[str, Any]:
         ``ids``: list[str] (B); ``audio``: (B, T_max) zero-padded, dtype of the items;
         ``audio_lens``: (B,) long; if the items have them, ``texts``: list[str] (B),
         ``tokens``: (B, L_max) long padded with ``IGNORE_ID``, ``token_lens``: (B,) long.
-        Every other key ``k`` comes back as ``k``: list of the B values, unchanged.
+        Every other key ``k`` whose values are 1-D tensors (e.g. HuBERT's per-frame ``km``)
+        comes back padded, as ``k`` (B, L_max) (integers padded with ``IGNORE_ID``, floats
+        with 0) and ``k_lens`` (B,); any other values as ``k``: list of the B values.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
@@ -85,7 +88,12 @@ def collate_audio(items: list[dict[str, Any]]) -> dict[str, Any]:
     other_keys = dict.fromkeys(k for item in items for k in item if k not in _HANDLED_KEYS)
     for key in other_keys:  # first-seen order, so the batch's keys are reproducible
         _require_all_or_none(items, key)
-        if key in batch:
+        if key in batch or f"{key}_lens" in batch:
             raise ValueError(f"item key {key!r} clashes with an output key of collate_audio")
-        batch[key] = [item[key] for item in items]
+        values = [item[key] for item in items]
+        if all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in values):
+            pad = IGNORE_ID if not values[0].is_floating_point() else 0.0
+            batch[key], batch[f"{key}_lens"] = pad_sequence_with_lengths(values, pad_value=pad)
+        else:
+            batch[key] = values
     return batch

@@ -1,14 +1,14 @@
 """A map-style dataset over a Kaldi data dir: one item per utterance."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
 from speechlm.data.audio import AudioReadError, audio_info, read_audio, resample
-from speechlm.data.kaldi_dir import DataDir, DataDirError
+from speechlm.data.kaldi_dir import DataDir, DataDirError, read_table
 
 
 
@@ -50,20 +50,52 @@ def utterance_durations(dd: DataDir) -> dict[str, float]:
     return durs
 
 
+def load_item_table(dd: DataDir, name: str) -> dict[str, str]:
+    """A per-utterance table of the data dir by file name: `utt2lang` as `DataDir` parsed
+    it, any other (e.g. HuBERT's `km`) read strictly from `<dir>/<name>`. Every utterance
+    must have an entry (named in the error otherwise)."""
+    table = dd.utt2lang if name == "utt2lang" else None
+    path = dd.path / name if dd.path is not None else Path(name)
+    if table is None:
+        if not path.is_file():
+            raise DataDirError(f"{path}: missing (data.tables names it)")
+        table = read_table(path)
+    missing = [u for u in dd.utterances if u not in table]
+    if missing:
+        raise DataDirError(f"{path}: no entry for {len(missing)} utterance(s), e.g. '{missing[0]}'")
+    return table
+
+
+def table_value(value: str) -> str | torch.Tensor:
+    """A table entry as an item value: whitespace-separated integers become a long tensor
+    (per-frame targets such as `km`), anything else stays a string (`lang`)."""
+    try:
+        numbers = [int(f) for f in value.split()]
+    except ValueError:
+        return value
+    return torch.tensor(numbers, dtype=torch.long) if numbers else value
+
+
 class AudioDataset(Dataset):
-    """Items are dicts: `id`, `audio` `(T,)` float32 at `sample_rate`, and, when the dir
-    has transcripts, `text` (and `tokens` if an `encode` function is given)."""
+    """Items are dicts: `id`, `audio` `(T,)` float32 at `sample_rate`, `text` when the dir
+    has transcripts, one key per entry of `tables` (item key -> table file: e.g.
+    {"lang": "utt2lang", "km": "km"}), and what the `transforms` (callables item -> item,
+    applied in order) add, e.g. `tokens`. `encode` is a shortcut for a tokenizing transform."""
 
     def __init__(
         self,
         data_dir: str | Path | DataDir,
         sample_rate: int = 16000,
         encode: Callable[[str], list[int]] | None = None,
+        tables: Mapping[str, str] | None = None,
+        transforms: Sequence[Callable[[dict], dict]] = (),
     ):
         self.dd = data_dir if isinstance(data_dir, DataDir) else DataDir.load(data_dir)
         self.sample_rate = sample_rate
         self.encode = encode
+        self.transforms = list(transforms)
         self.ids = self.dd.utterances
+        self.tables = {key: load_item_table(self.dd, name) for key, name in (tables or {}).items()}
         by_utt = utterance_durations(self.dd)
         self.durations = [by_utt[u] for u in self.ids]
 
@@ -78,4 +110,8 @@ class AudioDataset(Dataset):
             item["text"] = self.dd.text[utt]
             if self.encode is not None:
                 item["tokens"] = torch.tensor(self.encode(item["text"]), dtype=torch.long)
+        for key, table in self.tables.items():
+            item[key] = table_value(table[utt])
+        for transform in self.transforms:
+            item = transform(item)
         return item

@@ -9,8 +9,9 @@ embedding is the zero vector (`padding_idx`).
 - `StatelessPredictor`: embedding -> depthwise conv over the last `context_size` tokens ->
   ReLU (Ghodsi et al. 2020; icefall's `Decoder`). No recurrence: its state is its context.
 
-Searches drive both through the same step interface: `init_state(n)`, `step(tokens (N,),
-state) -> (out (N, P), state)` and `select_state(state, index)` to reorder hypotheses.
+Searches drive both through the incremental-decoding protocol of `speechlm.decoders`:
+`init_state(n)`, `step(tokens (N,), state) -> (out (N, P), state)` and
+`select_state(state, index)` to reorder hypotheses.
 
 `Joiner`: logits = W_o tanh(W_e enc + W_p pred). The two projections are separate methods
 so that training projects every frame and prefix once and broadcasts the (T, U+1) sum, and
@@ -40,7 +41,7 @@ class LSTMPredictor(nn.Module):
                  dropout_rate: float = 0.1, blank_id: int = 0):
         super().__init__()
         self.blank_id = blank_id
-        self.output_size = hidden_size
+        self._output_size = hidden_size
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=blank_id)
         self.lstm = nn.LSTM(embed_dim, hidden_size, num_layers, batch_first=True,
                             dropout=dropout_rate if num_layers > 1 else 0.0)
@@ -51,7 +52,11 @@ class LSTMPredictor(nn.Module):
         out, _ = self.lstm(self.dropout(self.embed(with_blank_start(tokens, lengths, self.blank_id))))
         return self.dropout(out)
 
-    def init_state(self, n: int, device: torch.device | None = None) -> LSTMState:
+    def output_size(self) -> int:
+        """Size of each output vector (as an encoder's `output_size()`)."""
+        return self._output_size
+
+    def init_state(self, n: int, device: torch.device | None = None, memory=None, memory_mask=None) -> LSTMState:
         h = torch.zeros(self.lstm.num_layers, n, self.lstm.hidden_size, device=device)
         return h, h.clone()
 
@@ -79,7 +84,7 @@ class StatelessPredictor(nn.Module):
             raise ValueError(f"context_size must be >= 1, got {context_size}")
         self.blank_id = blank_id
         self.context_size = context_size
-        self.output_size = embed_dim
+        self._output_size = embed_dim
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=blank_id)
         # Depthwise: each embedding channel mixes its own last `context_size` values.
         self.conv = (nn.Conv1d(embed_dim, embed_dim, context_size, groups=embed_dim, bias=False)
@@ -98,7 +103,11 @@ class StatelessPredictor(nn.Module):
         history = nn.functional.pad(history, (self.context_size - 1, 0), value=self.blank_id)
         return self.dropout(self._mix(self.dropout(self.embed(history))))
 
-    def init_state(self, n: int, device: torch.device | None = None) -> Tensor:
+    def output_size(self) -> int:
+        """Size of each output vector (as an encoder's `output_size()`)."""
+        return self._output_size
+
+    def init_state(self, n: int, device: torch.device | None = None, memory=None, memory_mask=None) -> Tensor:
         """(N, context_size) last tokens, all blank."""
         return torch.full((n, self.context_size), self.blank_id, dtype=torch.long, device=device)
 

@@ -105,9 +105,13 @@ class CMVNStats:
 class GlobalCMVN(nn.Module):
     """(x - mean) / std per feature dimension, with padding left at 0.
 
-    mean and std are (D,) buffers, so they travel in checkpoints. Build it from stats with
-    `GlobalCMVN.from_stats_file(path)` (Hydra: `_target_: speechlm.features.GlobalCMVN.from_stats_file`)
-    or from tensors directly.
+    mean and std are (D,) buffers, so they travel in checkpoints: a model with one loads by
+    instantiate + load_state_dict alone. In config it is declared by its size and gets its
+    statistics at the start of training (`speechlm.models.build`):
+
+        normalize: {_target_: speechlm.features.GlobalCMVN.empty, dim: 80, init_from: data/cmvn.npz}
+
+    `from_stats_file(path)` and the tensor constructor build it directly.
     """
 
     def __init__(self, mean: Tensor, std: Tensor, norm_means: bool = True, norm_vars: bool = True):
@@ -119,6 +123,21 @@ class GlobalCMVN(nn.Module):
         self.norm_vars = norm_vars
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
+
+    @classmethod
+    def empty(cls, dim: int, norm_means: bool = True, norm_vars: bool = True) -> "GlobalCMVN":
+        """Identity statistics (mean 0, std 1) of `dim` features, to be replaced by
+        `initialize_from(stats_file)` or a checkpoint's state_dict."""
+        return cls(torch.zeros(dim), torch.ones(dim), norm_means, norm_vars)
+
+    def initialize_from(self, path: PathLike, variance_floor: float = VARIANCE_FLOOR) -> None:
+        """Statistics from a stats file (`init_from:` in config, at the start of training)."""
+        stats = CMVNStats.load(path)
+        if stats.dim != self.mean.numel():
+            raise ValueError(f"{path}: statistics of dimension {stats.dim}, the features have {self.mean.numel()}")
+        with torch.no_grad():
+            self.mean.copy_(torch.from_numpy(stats.mean()))
+            self.std.copy_(torch.from_numpy(stats.std(variance_floor)))
 
     @classmethod
     def from_stats(cls, stats: CMVNStats, norm_means: bool = True, norm_vars: bool = True,

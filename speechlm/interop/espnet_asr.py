@@ -32,7 +32,6 @@ import hydra.utils
 import torch
 from torch import Tensor
 
-from speechlm.features.cmvn import GlobalCMVN
 from speechlm.interop.espnet import (
     espnet_encoder_kwargs,
     espnet_encoder_state_dict_to_ours,
@@ -185,9 +184,8 @@ def espnet_normalize_config(config: Mapping[str, Any], left_out: dict[str, str] 
         return None
     kwargs, dropped = check_options("normalize", name, config.get("normalize_conf") or {})
     _note(left_out, "normalize_conf", dropped)
-    if name == "global_mvn":
-        return {"_target_": "speechlm.features.GlobalCMVN.from_stats_file",
-                "path": (config.get("normalize_conf") or {}).get("stats_file"),
+    if name == "global_mvn":  # the statistics are buffers in the model file
+        return {"_target_": "speechlm.features.GlobalCMVN.empty", "dim": espnet_input_size(config),
                 "norm_means": kwargs.get("norm_means", True), "norm_vars": kwargs.get("norm_vars", True)}
     return {"_target_": "speechlm.features.UtteranceMVN", **kwargs}
 
@@ -205,9 +203,8 @@ def espnet_asr_model_config(config: Mapping[str, Any], left_out: dict[str, str] 
     loss weights, token conventions. Every option is checked against
     `speechlm.interop.espnet_options`; refused ones raise ValueError with the reason, and the
     options not carried over are added to `left_out` (`section.key` -> why).
-    `hydra.utils.instantiate` builds it; a global_mvn `normalize` names ESPnet's stats file,
-    which need not exist (the statistics are buffers in the state_dict): pass
-    `normalize=` yourself (`ctc_attention_from_espnet_config` does)."""
+    `hydra.utils.instantiate` builds it; the state_dict (`espnet_asr_state_dict_to_ours`)
+    holds the weights and a global_mvn's statistics."""
     _note(left_out, "config", check_task_options(config))
     for section, default in (("model", "espnet"), ("preencoder", None), ("postencoder", None),
                              ("specaug", None), ("preprocessor", "default")):
@@ -271,12 +268,7 @@ def ctc_attention_from_espnet_config(config: Mapping[str, Any], state_dict: Mapp
     `espnet_asr_model_config` (`left_out` as there). With `frontend: default` it takes raw
     audio (B, T) as ESPnet's model does; with `input_size` set, features. With `state_dict`
     (ESPnet's keys) weights load strictly."""
-    tree = espnet_asr_model_config(config, left_out)
-    overrides = {}
-    if tree["normalize"] is not None and tree["normalize"]["_target_"].endswith("GlobalCMVN.from_stats_file"):
-        dim, norm = espnet_input_size(config), tree["normalize"]
-        overrides["normalize"] = GlobalCMVN(torch.zeros(dim), torch.ones(dim), norm["norm_means"], norm["norm_vars"])
-    model = hydra.utils.instantiate(tree, **overrides)
+    model = hydra.utils.instantiate(espnet_asr_model_config(config, left_out))
     if state_dict is not None:
         if "model" in state_dict and isinstance(state_dict["model"], Mapping):
             state_dict = state_dict["model"]

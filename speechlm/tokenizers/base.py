@@ -1,11 +1,18 @@
-"""The interface every tokenizer shares, ESPnet's token-list conventions, and saving/loading.
+"""The interface every tokenizer shares, its special tokens, and saving/loading.
 
-Token list (ESPnet's `token_list`, so ESPnet users recognise it)::
+A tokenizer names its special tokens by role (`special_tokens`: role -> token), and models
+read their ids by role (`special_ids`: blank, unk, sos, eos, pad, and any other named
+special such as a language or task token); nothing assumes where they sit. The default
+roles are ESPnet's `token_list` layout, what the ASR recipes use (so ESPnet users recognise
+it)::
 
-    id 0            <blank>      CTC blank; never produced by `encode`
-    id 1            <unk>        anything not in the vocabulary
+    id 0            <blank>      blank: CTC blank; never produced by `encode`
+    id 1            <unk>        unk: anything not in the vocabulary
     ids 2 .. V-2    the real tokens
-    id V-1          <sos/eos>    start and end of sentence share one id, as in ESPnet
+    id V-1          <sos/eos>    sos and eos: start and end of sentence share one id
+
+A token list laid out otherwise (an LLM's, Whisper's) gives its own `special_tokens`, e.g.
+{"unk": "<unk>", "sos": "<s>", "eos": "</s>", "pad": "<pad>"} (no blank: no CTC head).
 
 A tokenizer is fully described by a plain dict of primitive types (`to_dict`), with the
 class's import path under `_target_`. Checkpoints embed that dict and are read back with
@@ -37,6 +44,11 @@ BLANK = "<blank>"
 UNK = "<unk>"
 SOS_EOS = "<sos/eos>"
 SPECIAL_TOKENS = (BLANK, UNK, SOS_EOS)
+# role -> token of the ESPnet layout (the default)
+ESPNET_SPECIALS = {"blank": BLANK, "unk": UNK, "sos": SOS_EOS, "eos": SOS_EOS}
+# roles whose token `encode` never produces from text (a transcript that spells one out
+# gets `unk` instead) and `decode` leaves out
+CONTROL_ROLES = ("blank", "sos", "eos", "pad")
 
 TOKENS_FILE = "tokens.txt"
 CONFIG_FILE = "tokenizer.yaml"
@@ -53,18 +65,21 @@ def with_special_tokens(real_tokens: Iterable[str]) -> list[str]:
 
 
 class Tokenizer(ABC):
-    """Text <-> ids over a fixed token list laid out as in the module docstring.
+    """Text <-> ids over a fixed token list with named special tokens (module docstring).
 
     Subclasses implement `tokenize`, `encode`, `decode` and `to_dict`; the constructor
-    arguments of a subclass are exactly the keys of its `to_dict()` minus `_target_`.
+    arguments of a subclass are exactly the keys of its `to_dict()` minus `_target_`
+    (`special_tokens` is written only when it is not the ESPnet layout).
     """
 
-    def __init__(self, tokens: Sequence[str]):
+    def __init__(self, tokens: Sequence[str], special_tokens: dict[str, str] | None = None):
         tokens = [str(t) for t in tokens]  # also turns an OmegaConf ListConfig into a list
-        if len(tokens) < 3 or tokens[0] != BLANK or tokens[1] != UNK or tokens[-1] != SOS_EOS:
+        specials = dict(ESPNET_SPECIALS if special_tokens is None else special_tokens)
+        if special_tokens is None and (len(tokens) < 3 or tokens[0] != BLANK or tokens[1] != UNK
+                                       or tokens[-1] != SOS_EOS):
             raise ValueError(
-                f"a token list must start with {BLANK!r}, {UNK!r} and end with {SOS_EOS!r}; "
-                f"got {tokens[:2]} ... {tokens[-1:]}"
+                f"a token list must start with {BLANK!r}, {UNK!r} and end with {SOS_EOS!r} (ESPnet's layout), "
+                f"or name its special tokens (special_tokens=); got {tokens[:2]} ... {tokens[-1:]}"
             )
         token_to_id = {t: i for i, t in enumerate(tokens)}
         if len(token_to_id) != len(tokens):
@@ -73,8 +88,15 @@ class Tokenizer(ABC):
         bad = [t for t in tokens if t == "" or any(c.isspace() for c in t)]
         if bad:  # tokens.txt holds one token per line, so a token cannot contain whitespace
             raise ValueError(f"tokens must be non-empty and contain no whitespace: {bad!r}")
+        missing = {role: t for role, t in specials.items() if t not in token_to_id}
+        if missing:
+            raise ValueError(f"special tokens not in the token list: {missing}")
+        if "unk" not in specials:
+            raise ValueError("special_tokens needs an 'unk' token (what unknown pieces become)")
         self._tokens = tokens
         self._token_to_id = token_to_id
+        self._specials = {str(role): str(t) for role, t in specials.items()}
+        self._control_ids = {token_to_id[t] for role, t in self._specials.items() if role in CONTROL_ROLES}
 
     # --- the token list -------------------------------------------------------------------
 
@@ -88,26 +110,47 @@ class Tokenizer(ABC):
         return len(self._tokens)
 
     @property
+    def special_tokens(self) -> dict[str, str]:
+        """role -> token (a copy)."""
+        return dict(self._specials)
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """role -> id: what a model config reads (`${special_ids.sos}`)."""
+        return {role: self._token_to_id[t] for role, t in self._specials.items()}
+
+    def _role_id(self, role: str) -> int:
+        if role not in self._specials:
+            raise KeyError(f"{type(self).__name__} has no {role!r} token (its special tokens: {self._specials})")
+        return self._token_to_id[self._specials[role]]
+
+    @property
     def blank_id(self) -> int:
-        return 0
+        return self._role_id("blank")
 
     @property
     def unk_id(self) -> int:
-        return 1
+        return self._role_id("unk")
 
     @property
     def sos_id(self) -> int:
-        return len(self._tokens) - 1
+        return self._role_id("sos")
 
     @property
     def eos_id(self) -> int:
-        return len(self._tokens) - 1
+        return self._role_id("eos")
+
+    def _specials_dict(self) -> dict[str, Any]:
+        """{"special_tokens": ...} for `to_dict`, empty for the ESPnet layout (so that the
+        recipes' tokenizers and checkpoints stay as they were)."""
+        return {} if self._specials == ESPNET_SPECIALS else {"special_tokens": dict(self._specials)}
 
     def token_to_id(self, token: str) -> int:
-        """Id of `token`; `unk_id` if it is unknown or is "<blank>"/"<sos/eos>" (a transcript
-        that spells those out must not put a CTC blank or an end of sentence in the ids)."""
+        """Id of `token`; `unk_id` if it is unknown or a control token (blank, sos, eos,
+        pad: a transcript that spells "<blank>" or "<sos/eos>" out must not put a CTC blank
+        or an end of sentence in the ids)."""
         token_id = self._token_to_id.get(token, self.unk_id)
-        return self.unk_id if token_id in (self.blank_id, self.eos_id) else token_id
+        return self.unk_id if token_id in self._control_ids else token_id
 
     def id_to_token(self, token_id: int) -> str:
         return self._tokens[token_id]
@@ -124,7 +167,7 @@ class Tokenizer(ABC):
 
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of `ids`; blank and sos/eos ids are skipped."""
+        """Text of `ids`; control ids (blank, sos, eos, pad) are skipped."""
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
@@ -133,7 +176,7 @@ class Tokenizer(ABC):
         return [self.decode(ids) for ids in batch]
 
     def _content_ids(self, ids: Iterable[int]) -> list[int]:
-        """`ids` as Python ints without blank and sos/eos; accepts lists and 1-D tensors."""
+        """`ids` as Python ints without control ids; accepts lists and 1-D tensors."""
         if hasattr(ids, "tolist"):  # torch / numpy: one conversion instead of one per element
             ids = ids.tolist()
         out = []
@@ -141,7 +184,7 @@ class Tokenizer(ABC):
             i = int(i)
             if not 0 <= i < len(self._tokens):
                 raise IndexError(f"token id {i} out of range for vocab_size {len(self._tokens)}")
-            if i != self.blank_id and i != self.eos_id:
+            if i not in self._control_ids:
                 out.append(i)
         return out
 

@@ -25,10 +25,12 @@ class CharTokenizer(Tokenizer):
         tokens: the full token list (`<blank>`, `<unk>`, ..., `<sos/eos>`); usually made by
             `CharTokenizer.train`.
         non_linguistic_symbols: strings matched before single characters, longest first.
+        special_tokens: role -> token, for a list not in ESPnet's layout (`Tokenizer`).
     """
 
-    def __init__(self, tokens: Sequence[str], non_linguistic_symbols: Sequence[str] = ()):
-        super().__init__(tokens)
+    def __init__(self, tokens: Sequence[str], non_linguistic_symbols: Sequence[str] = (),
+                 special_tokens: dict[str, str] | None = None):
+        super().__init__(tokens, special_tokens)
         self._non_linguistic_symbols = [str(s) for s in non_linguistic_symbols]
         self._pattern = _piece_pattern(self._non_linguistic_symbols)
 
@@ -68,6 +70,7 @@ class CharTokenizer(Tokenizer):
             "_target_": self._target(),
             "tokens": self.tokens,
             "non_linguistic_symbols": self.non_linguistic_symbols,
+            **self._specials_dict(),
         }
 
 

@@ -44,9 +44,11 @@ class SentencePieceTokenizer(Tokenizer):
             `sentencepiece_model_type(model)` reads it from the model).
         tokens: the full token list, pieces mapped by their text (module docstring);
             None: every piece of the model, ids shifted by one.
+        special_tokens: role -> token of `tokens`, for a list not in ESPnet's layout.
     """
 
-    def __init__(self, model: bytes, model_type: str, tokens: Sequence[str] | None = None):
+    def __init__(self, model: bytes, model_type: str, tokens: Sequence[str] | None = None,
+                 special_tokens: dict[str, str] | None = None):
         if model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
         self._model = bytes(model)
@@ -54,13 +56,16 @@ class SentencePieceTokenizer(Tokenizer):
         self._processor = spm.SentencePieceProcessor(model_proto=self._model)
         self._by_text = tokens is not None
         if self._by_text:
-            super().__init__(tokens)
+            super().__init__(tokens, special_tokens)
             unk = self._processor.unk_id()
-            foreign = [t for t in self._tokens[2:-1] if self._processor.piece_to_id(t) == unk]
+            specials = set(self._specials.values())
+            foreign = [t for t in self._tokens if t not in specials and self._processor.piece_to_id(t) == unk]
             if foreign:  # a token list and a model from different trainings
                 raise ValueError(f"{len(foreign)} tokens of the token list are not pieces of the "
                                  f"sentencepiece model, e.g. {foreign[:5]}")
             return
+        if special_tokens is not None:
+            raise ValueError("special_tokens needs the token list (tokens=) it names tokens of")
         if self._processor.unk_id() != 0:
             raise ValueError(
                 f"sentencepiece model has unk_id={self._processor.unk_id()}; the id shift "
@@ -155,7 +160,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def to_dict(self) -> dict[str, Any]:
         d = {"_target_": self._target(), "model": self._model, "model_type": self._model_type}
-        return {**d, "tokens": self.tokens} if self._by_text else d
+        return {**d, "tokens": self.tokens, **self._specials_dict()} if self._by_text else d
 
     def save(self, directory: str | os.PathLike) -> Path:
         """As `Tokenizer.save`, plus the model as `bpe.model` / `unigram.model`."""

@@ -16,6 +16,7 @@ class WordTokenizer(Tokenizer):
     Args:
         tokens: the full token list (`<blank>`, `<unk>`, words..., `<sos/eos>`); usually made
             by `WordTokenizer.train`.
+        special_tokens: role -> token, for a list not in ESPnet's layout (`Tokenizer`).
     """
 
     @classmethod
@@ -49,4 +50,4 @@ class WordTokenizer(Tokenizer):
         return " ".join(self._tokens[i] for i in self._content_ids(ids))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"_target_": self._target(), "tokens": self.tokens}
+        return {"_target_": self._target(), "tokens": self.tokens, **self._specials_dict()}

@@ -1,4 +1,8 @@
-"""The DataModule: Kaldi data dirs -> duration-bucketed, padded batches.
+"""The DataModule: Kaldi data dirs -> duration-bucketed, padded batches. Built from config
+(conf/data/*.yaml, `_target_`): what an item holds is `tables` (per-utterance tables of the
+data dir, e.g. {"lang": "utt2lang", "km": "km"}) and `transforms` (name -> callable
+item -> item, e.g. tokenizing the transcript); a data dir without `text` and no tokenizing
+transform gives audio-only batches (pretraining).
 
 Each rank builds its sampler after the process group exists (in `setup`), so every rank
 gets a disjoint shard with the same number of batches; Lightning must not swap in its own
@@ -6,8 +10,8 @@ DistributedSampler (`Trainer(use_distributed_sampler=False)`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -30,10 +34,14 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        tables: Mapping[str, str] | None = None,
+        transforms: Mapping[str, Callable[[dict], dict]] | None = None,
     ):
         super().__init__()
         self.train_dir, self.valid_dir = train_dir, valid_dir
         self.encode = encode
+        self.tables = dict(tables or {})
+        self.transforms = [t for t in (transforms or {}).values() if t is not None]
         self.sample_rate = sample_rate
         self.max_seconds = max_seconds
         self.valid_max_seconds = valid_max_seconds or max_seconds
@@ -43,8 +51,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = AudioDataset(self.train_dir, self.sample_rate, self.encode)
-        self.valid_set = AudioDataset(self.valid_dir, self.sample_rate, self.encode)
+        self.train_set, self.valid_set = (
+            AudioDataset(d, self.sample_rate, self.encode, self.tables, self.transforms)
+            for d in (self.train_dir, self.valid_dir))
 
     def _loader(self, dataset: AudioDataset, max_seconds: float, shuffle: bool) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else None

@@ -1,11 +1,25 @@
 """`Task`: the one LightningModule. It wraps any model whose `forward(batch)` returns a
-dict with `loss` and named scalar stats, and owns what every experiment shares:
-optimizer and LR schedule (from config), logging, skipping non-finite losses, and what a
-checkpoint must carry to be self-contained (config, tokenizer)."""
+dict with `loss` and named scalar stats (`speechlm.models.protocol`), and owns what every
+experiment shares: optimizer and LR schedule (from config) with parameter groups, logging,
+skipping non-finite losses, and what a checkpoint must carry to be self-contained (config,
+tokenizer, the checkpoint criterion).
+
+Parameter groups (`optim.groups`, module path -> options; the longest matching path wins):
+
+    optim.groups.encoder: {lr_scale: 0.1, freeze_steps: 2000, weight_decay: 0.0}
+
+`lr_scale` multiplies the optimizer's lr (the schedule scales every group alike);
+`freeze_steps` keeps the group's weights unchanged for that many optimizer steps (their
+gradients are dropped before the step, so the optimizer neither moves them nor updates its
+moments; DDP-safe); `weight_decay` overrides the optimizer's. `optim.layer_decay`
+({module: encoder, decay: 0.9}) gives the module's stem decay^(L+1), block i (1-based)
+decay^(L+1-i), and every other parameter (final norm, heads) 1, times any `lr_scale`:
+layer-wise learning-rate decay for fine-tuning (BEiT, data2vec).
+"""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import lightning as L
 import torch
@@ -14,10 +28,30 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+def _matching_group(name: str, groups: Mapping[str, Any]) -> str | None:
+    matches = [path for path in groups if name == path or name.startswith(path + ".")]
+    return max(matches, key=len) if matches else None
+
+
+def layer_depth(name: str, module: str, num_blocks: int) -> int:
+    """0 for the module's stem, i for its block i-1 (`<module>.encoders.<i-1>.`), and
+    num_blocks + 1 for everything else."""
+    if not name.startswith(module + "."):
+        return num_blocks + 1
+    rest = name[len(module) + 1:]
+    if rest.startswith("encoders."):
+        return int(rest.split(".")[1]) + 1
+    if rest.startswith(("embed.", "pos_enc.")):
+        return 0
+    return num_blocks + 1
+
+
 class Task(L.LightningModule):
     """`optimizer(params)` and `scheduler(optimizer)` are factories (Hydra `_partial_`).
     The scheduler steps every optimizer step. `extra_state` (the resolved config, the
-    tokenizer dict, ...) is written into every checkpoint under `speechlm`."""
+    tokenizer dict, ...) is written into every checkpoint under `speechlm`, with the
+    checkpoint criterion (`checkpoint_criterion`: (metric, "min" | "max")), which averaging
+    reads. `groups` and `layer_decay`: see the module docstring."""
 
     def __init__(
         self,
@@ -25,13 +59,27 @@ class Task(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         extra_state: dict | None = None,
+        groups: Mapping[str, Mapping[str, Any]] | None = None,
+        layer_decay: Mapping[str, Any] | None = None,
+        checkpoint_criterion: tuple[str, str] | None = None,
     ):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.extra_state = extra_state or {}
+        self.groups = {str(k): dict(v or {}) for k, v in (groups or {}).items()}
+        for path, options in self.groups.items():
+            unknown = set(options) - {"lr_scale", "freeze_steps", "weight_decay"}
+            if unknown:
+                raise ValueError(f"optim.groups.{path}: unknown options {sorted(unknown)} "
+                                 "(lr_scale, freeze_steps, weight_decay)")
+            if path and not any(n == path or n.startswith(path + ".") for n, _ in model.named_parameters()):
+                raise ValueError(f"optim.groups.{path}: the model has no parameters under '{path}'")
+        self.layer_decay = dict(layer_decay) if layer_decay else None
+        self.checkpoint_criterion = checkpoint_criterion
         self.skipped_batches = 0
+        self._frozen: list[tuple[int, list[nn.Parameter]]] = []
 
     def forward(self, batch: dict) -> dict:
         return self.model(batch)
@@ -64,14 +112,56 @@ class Task(L.LightningModule):
         stats = self.model(batch)
         self._log_stats(stats, "valid", len(batch["audio_lens"]), on_step=False)
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: one per (group path, lr scale, weight decay),
+        each with `lr_scale` and `freeze_steps` recorded."""
+        decay = self.layer_decay
+        if decay is not None:
+            blocks = len(self.model.get_submodule(decay["module"]).encoders)
+        buckets: dict[tuple, dict[str, Any]] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            path = _matching_group(name, self.groups)
+            options = self.groups.get(path, {}) if path is not None else {}
+            scale = float(options.get("lr_scale", 1.0))
+            if decay is not None:
+                scale *= float(decay["decay"]) ** (blocks + 1 - layer_depth(name, decay["module"], blocks))
+            key = (path, scale, options.get("weight_decay"))
+            group = buckets.setdefault(key, {"params": [], "lr_scale": scale, "group": path or "",
+                                             "freeze_steps": int(options.get("freeze_steps", 0))})
+            if options.get("weight_decay") is not None:
+                group["weight_decay"] = float(options["weight_decay"])
+            group["params"].append(p)
+        return list(buckets.values())
+
     def configure_optimizers(self):
-        opt = self.optimizer_factory(self.model.parameters())
+        groups = self.param_groups()
+        opt = self.optimizer_factory(groups)
+        for group in opt.param_groups:  # before the scheduler records each group's initial lr
+            group["lr"] = group["lr"] * group["lr_scale"]
+        self._frozen = [(g["freeze_steps"], g["params"]) for g in opt.param_groups if g["freeze_steps"] > 0]
+        if len(groups) > 1 or any(g["lr_scale"] != 1.0 for g in groups):
+            log.info("parameter groups: %s", "; ".join(
+                f"{g['group'] or 'rest'}: {sum(p.numel() for p in g['params']):,} params, lr x {g['lr_scale']:.3g}"
+                + (f", frozen {g['freeze_steps']} steps" if g["freeze_steps"] else "") for g in opt.param_groups))
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Frozen groups: no gradient, so the optimizer skips them (no step, no moments).
+        for steps, params in self._frozen:
+            if self.trainer.global_step < steps:
+                for p in params:
+                    p.grad = None
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["speechlm"] = {**self.extra_state, "skipped_batches": self.skipped_batches}
+        criterion = list(self.checkpoint_criterion) if self.checkpoint_criterion else None
+        checkpoint["speechlm"] = {**self.extra_state, "skipped_batches": self.skipped_batches,
+                                  "checkpoint_criterion": criterion}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_batches = checkpoint.get("speechlm", {}).get("skipped_batches", 0)
+
+

@@ -62,14 +62,21 @@ def test_flops_count_matmuls_of_a_linear_layer():
     assert num_params(Linear()) == 80 * 32
 
 
-def test_cpu_attention_is_counted():
-    """torch's counter has no formula for the CPU SDPA kernel; ours adds it."""
-    class Attention(torch.nn.Module):
-        def forward(self, xs, lengths):
-            q = xs.view(1, 1000, 4, 20).transpose(1, 2)
-            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+def test_our_attention_is_counted():
+    """Our attention is plain matmuls (no SDPA kernel), all of which the counter sees:
+    projections 2*T*D*3D + 2*T*D*D, scores and weighted sum 2 * 2*T*T*D."""
+    from speechlm.nn.attention import MultiHeadAttention
 
-    assert forward_flops(Attention(), 80) == 2 * 2 * 4 * 1000 * 1000 * 20
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = MultiHeadAttention(4, 80)
+
+        def forward(self, xs, lengths):
+            return self.attn(xs, None, None)
+
+    t, d = 1000, 80
+    assert forward_flops(Attention(), d) == 2 * t * d * 3 * d + 2 * t * d * d + 2 * 2 * t * t * d
 
 
 @pytest.mark.parametrize("groups", [1, 4, 16])

@@ -22,7 +22,7 @@ def test_steps_equal_the_sequence_forward(predictor):
     tokens = torch.tensor([[3, 1, 4, 1, 5], [2, 7, -1, -1, -1]])
     lengths = torch.tensor([5, 2])
     whole = predictor(tokens, lengths)  # (2, 6, P)
-    assert whole.shape == (2, 6, predictor.output_size)
+    assert whole.shape == (2, 6, predictor.output_size())
     state = predictor.init_state(2)
     out, state = predictor.step(torch.zeros(2, dtype=torch.long), state)  # blank = start
     torch.testing.assert_close(out, whole[:, 0])

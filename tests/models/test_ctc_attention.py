@@ -89,6 +89,7 @@ def test_interctc_stats_and_ctc_only():
 def test_model_config_composes_with_encoder_and_decoder_groups():
     cfg = OmegaConf.create({
         "vocab_size": V,
+        "special_ids": {"blank": 0, "unk": 1, "sos": V - 1, "eos": V - 1},
         "encoder": OmegaConf.load(CONF / "encoder" / "conformer.yaml"),
         "decoder": OmegaConf.load(CONF / "decoder" / "transformer.yaml"),
         "model": OmegaConf.load(CONF / "model" / "ctc_attention.yaml"),
@@ -98,6 +99,7 @@ def test_model_config_composes_with_encoder_and_decoder_groups():
     assert cfg.model.ctc_weight == 0.3 and cfg.model.lsm_weight == 0.1
     model = hydra.utils.instantiate(cfg.model).eval()
     assert isinstance(model, CTCAttentionModel) and model.decoder.embed.num_embeddings == V
+    assert (model.blank_id, model.sos, model.eos) == (0, V - 1, V - 1)
     batch, _ = toy_batch()
     with torch.no_grad():
         out = model(batch)

@@ -24,7 +24,7 @@ def tiny_model(predictor="lstm", ctc_weight=0.0, seed=0):
                            positional_dropout_rate=0.0, attention_dropout_rate=0.0)
     pred = (LSTMPredictor(V, 8, 12, dropout_rate=0.0) if predictor == "lstm"
             else StatelessPredictor(V, 12, context_size=2, dropout_rate=0.0))
-    return TransducerModel(V, enc, pred, Joiner(D, pred.output_size, 10, V), ctc_weight=ctc_weight).eval()
+    return TransducerModel(V, enc, pred, Joiner(D, pred.output_size(), 10, V), ctc_weight=ctc_weight).eval()
 
 
 def batch():

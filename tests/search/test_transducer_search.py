@@ -27,7 +27,7 @@ V, D = 4, 6
 def random_model(kind: str, seed: int = 0, blank_bias: float = 0.0):
     torch.manual_seed(seed)
     pred = LSTMPredictor(V, 5, 7, dropout_rate=0.0) if kind == "lstm" else StatelessPredictor(V, 7, 2, dropout_rate=0.0)
-    joiner = Joiner(D, pred.output_size, 8, V)
+    joiner = Joiner(D, pred.output_size(), 8, V)
     with torch.no_grad():
         joiner.output.weight.mul_(3.0)  # peakier distributions, so that searches disagree
         joiner.output.bias[0] += blank_bias

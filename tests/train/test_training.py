@@ -115,3 +115,9 @@ def test_average_checkpoints_cli_picks_best_by_monitored_metric(data, tmp_path):
     assert str(best[0]) == min(recorded, key=lambda p: float(recorded[p]))  # valid/loss: lower is better
     assert main([str(tmp_path / "exp"), "--num", "2"]) == 0
     assert (tmp_path / "exp/model.avg.ckpt").is_file()
+    # the ranking follows the criterion in the checkpoint's speechlm block, not a guess
+    last = torch.load(tmp_path / "exp/checkpoints/last.ckpt", weights_only=True)
+    assert last["speechlm"]["checkpoint_criterion"] == ["valid/loss", "min"]
+    last["speechlm"]["checkpoint_criterion"] = ["valid/loss", "max"]
+    torch.save(last, tmp_path / "exp/checkpoints/last.ckpt")
+    assert str(best_checkpoints(tmp_path / "exp", 1)[0]) == max(recorded, key=lambda p: float(recorded[p]))

@@ -56,7 +56,7 @@ def run(data_dir: str, exp: str, epochs: int, kill_at_step: int | None = None) -
     L.seed_everything(0, verbose=False)
     exp = Path(exp)
     task = Task(TinyCTC(), partial(torch.optim.Adam, lr=3e-3), partial(warmup_lr, warmup_steps=5),
-                extra_state={"config": {"model": "tiny"}})
+                extra_state={"config": {"model": "tiny"}}, checkpoint_criterion=("valid/loss", "min"))
     callbacks = [ModelCheckpoint(dirpath=exp / "checkpoints", save_last=True, save_top_k=2, monitor="valid/loss"),
                  RNGStateCallback(), CurvePlot(exp / "curves.png")]
     if kill_at_step is not None:

@@ -1,0 +1,107 @@
+"""Building a model from its config, and the pretrained parts a config names.
+
+Any module node of a model config may say where its starting weights come from:
+
+    model:
+      encoder:  {..., init_from: exp/asr/model.avg.ckpt}               # its `encoder.*` weights
+      encoder:  {..., init_from: {checkpoint: x.ckpt, prefix: encoder.}}  # another part's
+      encoder:  {..., init_from: {checkpoint: valid.acc.ave.pth, format: espnet}}
+      normalize: {_target_: speechlm.features.GlobalCMVN.empty, dim: 80, init_from: data/cmvn.npz}
+
+`build_model(cfg, initialize=True)` (training, from scratch) instantiates the config without
+the `init_from` keys, then fills each such module: a module with an `initialize_from(path)`
+method (e.g. `GlobalCMVN`: statistics) does it itself; any other gets the checkpoint's
+weights under `prefix` (default: the module's own path), strictly. `initialize=False`
+(loading a trained model, resuming) only instantiates: the state_dict follows. A config key
+is the module's attribute (`model.encoder` for `model.encoder: {...}`), as in every
+speechlm model.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+log = logging.getLogger(__name__)
+INIT_KEY = "init_from"
+
+
+def split_init(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config without `init_from` keys, {module path ("" for the model, "encoder",
+    "joiner.predictor"...): source}) with the nulls left out."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = copy.deepcopy(dict(cfg))
+    found: dict[str, Any] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            source = node.pop(INIT_KEY, None)
+            if source is not None:
+                found[path] = source
+            for key, child in node.items():
+                walk(child, f"{path}.{key}" if path else str(key))
+
+    walk(cfg, "")
+    return cfg, found
+
+
+def build_model(cfg: Mapping[str, Any] | DictConfig, initialize: bool = True) -> nn.Module:
+    """The model of a config (`_target_` tree); with `initialize`, its `init_from` parts
+    filled (module docstring)."""
+    plain, inits = split_init(cfg)
+    model = hydra.utils.instantiate(plain)
+    if initialize:
+        for path, source in inits.items():
+            initialize_part(model, path, source)
+    return model
+
+
+def initialize_part(model: nn.Module, path: str, source: str | Mapping[str, Any]) -> None:
+    try:
+        module = model.get_submodule(path) if path else model
+    except AttributeError:
+        raise ValueError(f"init_from at '{path}': the model has no such module") from None
+    if module is None:
+        raise ValueError(f"init_from at '{path}': that part of the model is None")
+    if isinstance(source, str) and hasattr(module, "initialize_from"):
+        module.initialize_from(source)
+        log.info("%s initialised from %s", path or "model", source)
+        return
+    options = {"checkpoint": source} if isinstance(source, str) else dict(source)
+    unknown = set(options) - {"checkpoint", "prefix", "format"}
+    if unknown or "checkpoint" not in options:
+        raise ValueError(f"init_from at '{path}': give a path, or {{checkpoint, prefix, format}} (got {sorted(options)})")
+    prefix = options.get("prefix", f"{path}." if path else "")
+    state = checkpoint_state_dict(options["checkpoint"], options.get("format", "speechlm"))
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        raise ValueError(f"init_from at '{path}': {options['checkpoint']} has no weights under '{prefix}'")
+    missing, unexpected = module.load_state_dict(part, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"init_from at '{path}': {options['checkpoint']} ('{prefix}*') does not fit model.{path}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    log.info("%s initialised from %s ('%s*', %d tensors)", path or "model", options["checkpoint"], prefix, len(part))
+
+
+def checkpoint_state_dict(path: str | Path, fmt: str = "speechlm") -> dict[str, torch.Tensor]:
+    """A model's weights, keyed as the model's own state_dict: a speechlm checkpoint
+    (Lightning's, `model.` prefix removed, or an averaged/converted one), or with
+    `fmt="espnet"` an ESPnet ASR model file converted (`speechlm.interop.espnet_asr`)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if fmt == "espnet":
+        from speechlm.interop.espnet_asr import espnet_asr_state_dict_to_ours
+
+        return espnet_asr_state_dict_to_ours(state)
+    if fmt != "speechlm":
+        raise ValueError(f"init_from format {fmt!r}: speechlm or espnet")
+    if "state_dict" not in state:
+        raise ValueError(f"{path}: not a speechlm checkpoint (no state_dict)")
+    return {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
