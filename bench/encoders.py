@@ -22,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import OmegaConf
 
 from speechlm.bin.model_info import flop_counter
 from speechlm.interop.espnet import espnet_encoder_state_dict_to_ours
+from speechlm.models.build import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "encoder"
 FAMILIES = ("conformer", "e_branchformer", "transformer")
@@ -55,7 +55,7 @@ def build_pair(family: str):
     kwargs.pop("_target_")
     torch.manual_seed(0)
     theirs = espnet_class(family)(**kwargs)
-    ours = hydra.utils.instantiate(cfg)
+    ours = build_model(cfg, initialize=False)
     ours.load_state_dict(espnet_encoder_state_dict_to_ours(theirs.state_dict()), strict=True)
     return ours, theirs
 

@@ -40,12 +40,16 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && [ "$speed_perturb" = true ];
   python -m speechlm.bin.perturb_speed data/train data/train_sp
 fi
 
+config_dir=(); [ -d conf ] && config_dir=(--config-dir conf)  # the recipe's own presets, if any
+
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log "stage 3: validate data dirs, global CMVN statistics"
+  log "stage 3: validate data dirs, global CMVN statistics (of the experiment's own frontend)"
   for d in "$train_set" $test_sets; do
     python -m speechlm.bin.validate_data_dir "data/$d" --audio --sample-rate 16000
   done
-  python -m speechlm.bin.compute_cmvn "data/$train_set" data/cmvn.npz
+  # shellcheck disable=SC2086
+  python -m speechlm.bin.compute_cmvn "data/$train_set" data/cmvn.npz "${config_dir[@]}" experiment="$experiment" \
+    $train_args
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
@@ -58,7 +62,6 @@ fi
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "stage 6: train ($exp)"
   # shellcheck disable=SC2086
-  config_dir=(); [ -d conf ] && config_dir=(--config-dir conf)  # the recipe's own presets, if any
   python -m speechlm.bin.train "${config_dir[@]}" experiment="$experiment" exp_dir="$exp" \
     data.train_dir="data/$train_set" data.valid_dir="data/$valid_set" tokenizer_dir=data/tokenizer \
     cmvn_stats=data/cmvn.npz $train_args

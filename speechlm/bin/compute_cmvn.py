@@ -1,11 +1,15 @@
-"""Global CMVN statistics of a data dir's fbank features, as an ESPnet `feats_stats.npz`
+"""Global CMVN statistics of a data dir's features, as an ESPnet `feats_stats.npz`
 (count, sum, sum_square), for `speechlm.features.GlobalCMVN`.
 
-    python -m speechlm.bin.compute_cmvn data/train exp/cmvn.npz [--n-mels 80] [--sample-rate 16000]
+    python -m speechlm.bin.compute_cmvn data/train exp/cmvn.npz experiment=conformer_fast [overrides]
+    python -m speechlm.bin.compute_cmvn data/train exp/cmvn.npz --config-dir conf experiment=my_preset
     python -m speechlm.bin.compute_cmvn data/train exp/cmvn.npz --frontend conf/frontend/fbank.yaml
+    python -m speechlm.bin.compute_cmvn data/train exp/cmvn.npz [--n-mels 80] [--sample-rate 16000]
 
-`--frontend` takes a YAML node with `_target_` (the same one training uses), so the
-statistics are of exactly the features the model will see.
+With training overrides (the same `experiment=...` and overrides given to
+`speechlm.bin.train`; `--config-dir` for a recipe's own presets) the frontend is the one
+that training config builds, so the statistics are of exactly the features the model will
+see; `--frontend` takes a YAML node with `_target_`; without either, an 80-bin Kaldi fbank.
 """
 from __future__ import annotations
 
@@ -24,9 +28,19 @@ from speechlm.features import CMVNStats, Fbank
 
 
 def build_frontend(args) -> torch.nn.Module:
+    import hydra
+    from omegaconf import OmegaConf
+
+    if args.overrides or args.config_dir:
+        from hydra import compose, initialize_config_dir
+
+        from speechlm.bin.train import CONF_DIR
+
+        search = [f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]"] if args.config_dir else []
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=search + list(args.overrides))
+        return hydra.utils.instantiate(cfg.frontend)
     if args.frontend:
-        import hydra
-        from omegaconf import OmegaConf
         return hydra.utils.instantiate(OmegaConf.load(args.frontend))
     return Fbank(sample_rate=args.sample_rate, n_mels=args.n_mels, input_scale=args.input_scale)
 
@@ -36,13 +50,16 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir", type=Path)
     p.add_argument("out", type=Path, help="stats file to write (.npz)")
+    p.add_argument("overrides", nargs="*", help="overrides of the training config (conf/train.yaml) whose "
+                                                 "frontend to use, e.g. experiment=conformer_fast")
+    p.add_argument("--config-dir", help="extra config dir with presets (as speechlm.bin.train --config-dir)")
     p.add_argument("--frontend", help="YAML with a `_target_` feature extractor (overrides the options below)")
     p.add_argument("--sample-rate", type=int, default=16000, help="audio is resampled to this rate")
     p.add_argument("--n-mels", type=int, default=80)
     p.add_argument("--input-scale", type=float, default=1.0, help="32768 for Kaldi's int16-scaled features")
     p.add_argument("--max-seconds", type=float, default=200.0, help="audio seconds per batch")
     p.add_argument("--num-workers", type=int, default=0)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
 
     frontend = build_frontend(args).eval()
     sample_rate = int(getattr(frontend, "sample_rate", args.sample_rate))

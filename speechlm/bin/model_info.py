@@ -39,9 +39,9 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONF_DIR):
 def build_model(cfg) -> nn.Module:
     """The whole model when a `model` group is chosen (`model=transducer`, or a preset that
     picks one), else the bare encoder."""
-    import hydra
+    from speechlm.models.build import build_model as instantiate_model
 
-    return hydra.utils.instantiate(cfg.model if cfg.get("model") is not None else cfg.encoder)
+    return instantiate_model(cfg.model if cfg.get("model") is not None else cfg.encoder, initialize=False)
 
 
 def num_params(module: nn.Module) -> int:

@@ -69,8 +69,6 @@ def initialize_part(model: nn.Module, path: str, source: str | Mapping[str, Any]
         module = model.get_submodule(path) if path else model
     except AttributeError:
         raise ValueError(f"init_from at '{path}': the model has no such module") from None
-    if module is None:
-        raise ValueError(f"init_from at '{path}': that part of the model is None")
     if isinstance(source, str) and hasattr(module, "initialize_from"):
         module.initialize_from(source)
         log.info("%s initialised from %s", path or "model", source)
@@ -84,7 +82,11 @@ def initialize_part(model: nn.Module, path: str, source: str | Mapping[str, Any]
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         raise ValueError(f"init_from at '{path}': {options['checkpoint']} has no weights under '{prefix}'")
-    missing, unexpected = module.load_state_dict(part, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(part, strict=False)
+    except RuntimeError as e:  # shapes that do not fit
+        raise ValueError(f"init_from at '{path}': {options['checkpoint']} ('{prefix}*') does not fit "
+                         f"model.{path}: {e}") from None
     if missing or unexpected:
         raise ValueError(f"init_from at '{path}': {options['checkpoint']} ('{prefix}*') does not fit model.{path}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -11,7 +11,8 @@ Parameter groups (`optim.groups`, module path -> options; the longest matching p
 `lr_scale` multiplies the optimizer's lr (the schedule scales every group alike);
 `freeze_steps` keeps the group's weights unchanged for that many optimizer steps (their
 gradients are dropped before the step, so the optimizer neither moves them nor updates its
-moments; DDP-safe); `weight_decay` overrides the optimizer's. `optim.layer_decay`
+moments; DDP-safe), and its BatchNorm statistics too (those layers run in eval mode while
+frozen); `weight_decay` overrides the optimizer's. `optim.layer_decay`
 ({module: encoder, decay: 0.9}) gives the module's stem decay^(L+1), block i (1-based)
 decay^(L+1-i), and every other parameter (final norm, heads) 1, times any `lr_scale`:
 layer-wise learning-rate decay for fine-tuning (BEiT, data2vec).
@@ -79,7 +80,7 @@ class Task(L.LightningModule):
         self.layer_decay = dict(layer_decay) if layer_decay else None
         self.checkpoint_criterion = checkpoint_criterion
         self.skipped_batches = 0
-        self._frozen: list[tuple[int, list[nn.Parameter]]] = []
+        self._frozen: list[tuple[int, str, list[nn.Parameter]]] = []
 
     def forward(self, batch: dict) -> dict:
         return self.model(batch)
@@ -140,7 +141,7 @@ class Task(L.LightningModule):
         opt = self.optimizer_factory(groups)
         for group in opt.param_groups:  # before the scheduler records each group's initial lr
             group["lr"] = group["lr"] * group["lr_scale"]
-        self._frozen = [(g["freeze_steps"], g["params"]) for g in opt.param_groups if g["freeze_steps"] > 0]
+        self._frozen = [(g["freeze_steps"], g["group"], g["params"]) for g in opt.param_groups if g["freeze_steps"] > 0]
         if len(groups) > 1 or any(g["lr_scale"] != 1.0 for g in groups):
             log.info("parameter groups: %s", "; ".join(
                 f"{g['group'] or 'rest'}: {sum(p.numel() for p in g['params']):,} params, lr x {g['lr_scale']:.3g}"
@@ -149,9 +150,18 @@ class Task(L.LightningModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Frozen groups' BatchNorm layers keep their statistics (Lightning puts the whole
+        # model in train mode at every epoch start, so this is decided per batch).
+        for steps, path, _ in self._frozen:
+            frozen = self.trainer.global_step < steps
+            for m in (self.model.get_submodule(path) if path else self.model).modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train(not frozen)
+
     def on_before_optimizer_step(self, optimizer) -> None:
         # Frozen groups: no gradient, so the optimizer skips them (no step, no moments).
-        for steps, params in self._frozen:
+        for steps, _, params in self._frozen:
             if self.trainer.global_step < steps:
                 for p in params:
                     p.grad = None

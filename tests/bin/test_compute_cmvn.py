@@ -28,3 +28,19 @@ def test_frontend_yaml(data_dir, tmp_path):
     out = tmp_path / "cmvn.npz"
     assert cmvn_main([str(data_dir), str(out), "--frontend", str(tmp_path / "fbank.yaml")]) == 0
     assert CMVNStats.load(out).dim == 23
+
+
+def test_training_config_frontend(data_dir, tmp_path):
+    """The statistics of the features the training config's frontend makes (what asr.sh
+    does with the recipe's experiment), not of a default fbank."""
+    ours = tmp_path / "train_cfg.npz"
+    assert cmvn_main([str(data_dir), str(ours), "frontend=espnet_logmel", "frontend.n_mels=40", "--max-seconds", "2"]) == 0
+    (tmp_path / "logmel.yaml").write_text("_target_: speechlm.features.LogMelFbank\nn_mels: 40\n")
+    direct = tmp_path / "direct.npz"
+    assert cmvn_main([str(data_dir), str(direct), "--frontend", str(tmp_path / "logmel.yaml"), "--max-seconds", "2"]) == 0
+    a, b = CMVNStats.load(ours), CMVNStats.load(direct)
+    assert a.dim == 40 and a.count == b.count
+    np.testing.assert_allclose(a.sum, b.sum, rtol=1e-6)
+    fbank = tmp_path / "fbank.npz"
+    assert cmvn_main([str(data_dir), str(fbank), "--n-mels", "40", "--max-seconds", "2"]) == 0
+    assert not np.allclose(CMVNStats.load(fbank).mean(), a.mean(), atol=0.1)  # another feature

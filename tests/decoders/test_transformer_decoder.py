@@ -14,6 +14,7 @@ from espnet2.asr.decoder.transformer_decoder import TransformerDecoder as Espnet
 
 from speechlm.decoders.transformer import TransformerDecoder
 from speechlm.interop.espnet_asr import espnet_decoder_state_dict_to_ours, ours_to_espnet_decoder_state_dict
+from speechlm.models.build import build_model
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 V, D = 23, 64
@@ -164,15 +165,14 @@ def test_config_is_the_librispeech_100_recipe():
     """espnet egs2/librispeech_100/asr1 conf/tuning/train_asr_conformer_lr2e-3_warmup15k_amp_nondeterministic.yaml"""
     from pathlib import Path
 
-    import hydra
-
     cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "decoder" / "transformer.yaml")
     assert cfg._target_ == "speechlm.decoders.transformer.TransformerDecoder"
     recipe = dict(attention_heads=4, linear_units=2048, num_blocks=6, dropout_rate=0.1,
                   positional_dropout_rate=0.1, self_attention_dropout_rate=0.1, src_attention_dropout_rate=0.1)
     assert {k: cfg[k] for k in recipe} == recipe
     root = OmegaConf.create({"vocab_size": 11, "encoder": {"output_size": 32}, "decoder": cfg})
-    decoder = hydra.utils.instantiate(root.decoder, attention_heads=2, linear_units=64, num_blocks=1).eval()
+    root.decoder.update(attention_heads=2, linear_units=64, num_blocks=1)
+    decoder = build_model(root.decoder, initialize=False).eval()
     with torch.no_grad():
         out = decoder(torch.randn(2, 9, 32), torch.tensor([9, 5]), torch.tensor([[10, 3], [10, 4]]), torch.tensor([2, 1]))
     assert out.shape == (2, 2, 11)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf
+
+from speechlm.models.build import build_model
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "encoder"
 CONFIGS = sorted(CONF.glob("*.yaml"))
@@ -20,7 +21,7 @@ def test_the_expected_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds_and_runs(path):
     cfg = OmegaConf.load(path)
-    encoder = hydra.utils.instantiate(cfg).eval()
+    encoder = build_model(cfg, initialize=False).eval()
     xs, lengths = torch.randn(2, 40, cfg.input_size), torch.tensor([40, 31])
     with torch.no_grad():
         out = encoder(xs, lengths)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from speechlm.decoders.transformer import TransformerDecoder
 from speechlm.encoders.conformer import ConformerEncoder
+from speechlm.models.build import build_model
 from speechlm.models.ctc_attention import CTCAttentionModel
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -97,7 +97,7 @@ def test_model_config_composes_with_encoder_and_decoder_groups():
     cfg.encoder.update(input_size=FEAT_DIM, output_size=D, num_blocks=1, linear_units=64)
     cfg.decoder.update(num_blocks=1, linear_units=64)
     assert cfg.model.ctc_weight == 0.3 and cfg.model.lsm_weight == 0.1
-    model = hydra.utils.instantiate(cfg.model).eval()
+    model = build_model(cfg.model, initialize=False).eval()
     assert isinstance(model, CTCAttentionModel) and model.decoder.embed.num_embeddings == V
     assert (model.blank_id, model.sos, model.eos) == (0, V - 1, V - 1)
     batch, _ = toy_batch()
