@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 # Re-running resumes (a finished run just re-decodes and prints its table again).
 demo: install
 	cd egs/digits/asr && start=$$SECONDS && ./run.sh && \
-	  echo "make demo: egs/digits/asr/run.sh took $$((SECONDS - start)) s; table in egs/digits/asr/exp/conformer_fast/RESULTS.md"
+	  echo "make demo: egs/digits/asr/run.sh took $$((SECONDS - start)) s; table in egs/digits/asr/exp/conformer_fast_demo/RESULTS.md"
 
 test: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="decode", overrides=overrides + args.set)
     model, tokenizer, config = load_pretrained(args.model, args.device)
-    search = build_search(model, cfg.search)
+    search = build_search(model, cfg.search, config.get("search"))
     sample_rate = int(config["frontend"]["sample_rate"])
     audio, errors = {}, {}
     for i, path in enumerate(args.files):

@@ -3,7 +3,9 @@ search (the decode config's, or the model's own `default_search`), encode, searc
 
 The decode config's `search` node either names a search (`_target_`, from
 `search=NAME` -> conf/search/NAME.yaml) or leaves `_target_` null, and then the model's
-`default_search` is used with the node's non-null fields on top (so `search.beam_size=4`
+`default_search` is used, with, on top, the `search` node of the training config the
+checkpoint carries (an experiment's own decoding defaults, e.g. a higher CTC weight for a
+briefly trained model) and then the decode node's non-null fields (so `search.beam_size=4`
 works for any model whose search has a beam).
 """
 from __future__ import annotations
@@ -19,21 +21,29 @@ from omegaconf import DictConfig, OmegaConf
 from speechlm.models.encode import encode_each
 
 
-def search_node(model, chosen: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
-    """The Hydra node of the search for `model`: `chosen` if it names one, else the model's
-    `default_search` updated with `chosen`'s non-null fields. Fields the search does not
-    take are refused."""
-    if isinstance(chosen, DictConfig):
-        chosen = OmegaConf.to_container(chosen, resolve=True)
-    chosen = {k: v for k, v in (chosen or {}).items() if v is not None}
+def _fields(node: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    return {k: v for k, v in (node or {}).items() if v is not None}
+
+
+def search_node(model, chosen: Mapping[str, Any] | DictConfig | None,
+                preferred: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Hydra node of the search for `model`: `chosen` if it names one (`_target_`),
+    else the model's `default_search`, updated with the experiment's `preferred` node (the
+    training config's `search`; it may name another search) and then with `chosen`'s
+    non-null fields. Fields the search does not take are refused."""
+    chosen, preferred = _fields(chosen), _fields(preferred)
     if "_target_" in chosen:
         node = chosen
     else:
         default = model.default_search
-        if default is None:
+        if "_target_" in preferred:
+            default = {}
+        elif default is None:
             raise ValueError(f"{type(model).__name__} has no search of its own (default_search is None): "
                              "name one with search=NAME (conf/search/)")
-        node = {**default, **chosen}
+        node = {**default, **preferred, **chosen}
     params = inspect.signature(hydra.utils.get_class(node["_target_"])).parameters
     unknown = sorted(set(node) - {"_target_"} - set(params))
     if unknown:
@@ -41,8 +51,8 @@ def search_node(model, chosen: Mapping[str, Any] | DictConfig | None) -> dict[st
     return node
 
 
-def build_search(model, chosen: Mapping[str, Any] | DictConfig | None):
-    return hydra.utils.instantiate(search_node(model, chosen))
+def build_search(model, chosen: Mapping[str, Any] | DictConfig | None, preferred: Mapping[str, Any] | None = None):
+    return hydra.utils.instantiate(search_node(model, chosen, preferred))
 
 
 @torch.no_grad()

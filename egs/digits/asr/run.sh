@@ -28,4 +28,4 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 # Recipe defaults first; options given to run.sh come later and win.
 asr.sh --stage "$((stage > 2 ? stage : 2))" --stop-stage "$stop_stage" \
-  --experiment conformer_fast --token-type word "${passthrough[@]}"
+  --experiment conformer_fast_demo --token-type word "${passthrough[@]}"
