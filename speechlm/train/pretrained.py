@@ -14,6 +14,20 @@ from speechlm.models.build import build_model
 from speechlm.tokenizers.base import Tokenizer, tokenizer_from_dict
 
 
+def migrate_model_config(model: dict, config: dict) -> dict:
+    """A checkpoint written before the statistics became part of the module (2026-12) names
+    its CMVN stats file (`GlobalCMVN.from_stats_file`, a path that need not exist where the
+    checkpoint is loaded); the statistics are in its state_dict, so the node becomes the
+    module of the right size."""
+    normalize = model.get("normalize")
+    if isinstance(normalize, dict) and normalize.get("_target_", "").endswith("GlobalCMVN.from_stats_file"):
+        dim = int((config.get("frontend") or {}).get("n_mels") or model["encoder"]["input_size"])
+        model = {**model, "normalize": {"_target_": "speechlm.features.GlobalCMVN.empty", "dim": dim,
+                                        "norm_means": normalize.get("norm_means", True),
+                                        "norm_vars": normalize.get("norm_vars", True)}}
+    return model
+
+
 def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Tokenizer | None, dict]:
     """(model in eval mode, tokenizer (None for a model trained without text), resolved
     training config)."""
@@ -22,7 +36,7 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
     if not meta or "config" not in meta:
         raise ValueError(f"{path}: not a speechlm checkpoint (no 'speechlm' block with the config)")
     config = meta["config"]
-    model = build_model(config["model"], initialize=False)
+    model = build_model(migrate_model_config(config["model"], config), initialize=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     tokenizer = tokenizer_from_dict(meta["tokenizer"]) if meta.get("tokenizer") else None
