@@ -83,17 +83,18 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
 
 
-def forward_flops(model: nn.Module, input_size: int, seconds: float = SECONDS) -> int:
+def forward_flops(model: nn.Module, input_size: int, seconds: float = SECONDS, whole_model: bool = False) -> int:
     """FLOPs of one eval-mode forward pass over a (1, seconds x 100, input_size) utterance
-    through the encoder (of a whole model, its `encoder`)."""
-    model = getattr(model, "encoder", model)
+    through an encoder: the module itself, or with `whole_model` the model's `encode`
+    (`speechlm.models.protocol`; model_info builds models without a frontend, so it reads
+    features)."""
     frames = int(round(seconds * FRAMES_PER_SECOND))
     xs, lengths = torch.randn(1, frames, input_size), torch.tensor([frames])
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), flop_counter() as counter:
-            model(xs, lengths)
+            (model.encode if whole_model else model)(xs, lengths)
     finally:
         model.train(was_training)
     return counter.get_total_flops()
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"model: {type(model).__module__}.{type(model).__qualname__}")
     print(parameter_table(model))
     print(f"total params: {num_params(model)}")
-    flops = forward_flops(model, int(cfg.input_size))
+    flops = forward_flops(model, int(cfg.input_size), whole_model=cfg.get("model") is not None)
     print(f"encoder forward FLOPs on {SECONDS:g} s ({int(SECONDS * FRAMES_PER_SECOND)} frames x "
           f"{cfg.input_size}): {flops / 1e9:.3f} G")
     print(f"GFLOPs per second of audio: {flops / SECONDS / 1e9:.3f}")
