@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from omegaconf import OmegaConf
 
 from fixtures import make_data_dir, prepare_training, train_tiny
 from speechlm.bin.decode import decode_data_dir
@@ -36,9 +36,8 @@ def test_transcribe_matches_decode_and_reports_bad_files(trained, tmp_path, caps
     # decode.py's search over the data dir, one utterance per batch (padding changes the
     # Conformer's conv module output slightly, so both sides decode files alone)
     search = {"_target_": "speechlm.search.joint_beam.JointCTCAttentionSearch", "beam_size": 3, "ctc_weight": 0.3}
-    expected = decode_data_dir(SimpleNamespace(checkpoint=str(ckpt), device="cpu", data_dir=str(data),
-                                               batch_seconds=0.01, out_dir=str(tmp_path / "dec"), search=search,
-                                               get=lambda key, default=None: {"search": search}.get(key, default)))
+    expected = decode_data_dir(OmegaConf.create(dict(checkpoint=str(ckpt), device="cpu", data_dir=str(data),
+                                                     batch_seconds=0.01, out_dir=str(tmp_path / "dec"), search=search)))
     assert any(expected.values()), "a model that says nothing would make this comparison vacuous"
 
     missing, garbage = tmp_path / "missing.wav", tmp_path / "garbage.wav"
