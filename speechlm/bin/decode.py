@@ -39,7 +39,7 @@ log = logging.getLogger("speechlm.decode")
 
 def decode_data_dir(cfg) -> dict[str, str]:
     model, tokenizer, config = load_pretrained(cfg.checkpoint, cfg.device)
-    search = build_search(model, cfg.get("search"), config.get("search"))
+    search = build_search(model, cfg.get("search"), config.get("search"), tokenizer)
     sample_rate = int(config["frontend"]["sample_rate"])
     ds = AudioDataset(cfg.data_dir, sample_rate=sample_rate)
     sampler = DurationBucketSampler(ds.durations, cfg.batch_seconds, shuffle=False)

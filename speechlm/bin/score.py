@@ -1,6 +1,7 @@
 """Score a decode directory: WER and CER of `hyp.trn` against `ref.trn`.
 
     python -m speechlm.bin.score exp/<tag>/decode_test [--results-md egs/digits/asr/RESULTS.md] [--tag NAME]
+    python -m speechlm.bin.score exp/<tag>/decode_test --sot [--speaker-change '<|sc|>']
 
 Writes `DECODE_DIR/result.txt` (words) and `DECODE_DIR/result.cer.txt` (characters, with
 `<space>` tokens between words, as ESPnet's CER), prints one summary line per metric, and
@@ -12,6 +13,15 @@ Snt/Wrd/Corr/Sub/Del/Ins/Err/S.Err. Tokens compare case-sensitively, as with `-s
 plain `sclite ... -i rm` folds case). Unlike sclite, an utterance of ref.trn missing from
 hyp.trn is not skipped: it is scored as all deletions and reported. An id in hyp.trn that
 ref.trn lacks is an error naming `hyp.trn:line`, and so is an empty ref.trn.
+
+Serialized output training (SOT) output, where one line holds several speakers separated by
+a speaker-change token, is scored with `--sot`: concatenated minimum-permutation WER
+(cpWER, `speechlm.scoring.cpwer`) per line, written to `DECODE_DIR/result.cpwer.txt` (the
+same tables, one sentence per recording, the streams' alignments concatenated in the order
+the best permutation pairs them) and printed as `%cpWER`, instead of WER and CER. The token
+is `--speaker-change TOKEN` (repeatable; giving it implies `--sot`); by default both `<|sc|>`
+(as Whisper-style tokenizers render it) and `<sc>` (as data dirs' `text` writes it).
+
 Exit status 0 on success, 1 on error.
 """
 from __future__ import annotations
@@ -20,6 +30,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from speechlm.scoring.cpwer import SPEAKER_CHANGE_TOKENS, score_cp_corpus
 from speechlm.scoring.results import append_results_md, write_result_txt
 from speechlm.scoring.trn import TrnError, read_trn
 from speechlm.scoring.wer import score_corpus, sum_counts
@@ -42,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", help="RESULTS.md row name (default: the decode dir's name)")
     p.add_argument("--aligner", choices=("sclite", "levenshtein"), default="sclite",
                    help="sclite's alignment (default) or jiwer's minimum-edit one")
+    p.add_argument("--sot", action="store_true",
+                   help="multi-talker SOT output: cpWER (result.cpwer.txt) instead of WER and CER")
+    p.add_argument("--speaker-change", action="append", metavar="TOKEN",
+                   help=f"speaker-change token of --sot (repeatable, implies --sot; "
+                        f"default: {' and '.join(SPEAKER_CHANGE_TOKENS)})")
     args = p.parse_args(argv)
 
     d = args.decode_dir
@@ -75,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     name = str(d)
     tag = args.tag or d.resolve().parent.name
     dataset = args.dataset or d.resolve().name
-    for metric, unit, out in (("WER", "word", "result.txt"), ("CER", "char", "result.cer.txt")):
-        scores = score_corpus(pairs, unit=unit, aligner=args.aligner)
+    if args.sot or args.speaker_change:
+        marks = args.speaker_change or SPEAKER_CHANGE_TOKENS
+        metrics = [("cpWER", "result.cpwer.txt", [s.utterance for s in score_cp_corpus(pairs, marks, args.aligner)])]
+    else:
+        metrics = [(metric, out, score_corpus(pairs, unit=unit, aligner=args.aligner))
+                   for metric, unit, out in (("WER", "word", "result.txt"), ("CER", "char", "result.cer.txt"))]
+    for metric, out, scores in metrics:
         write_result_txt(d / out, scores, title=f"{hyp_path.name} ({metric})", notes=notes)
         print(summary_line(name, metric, scores))
         if args.results_md:

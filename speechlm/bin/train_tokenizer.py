@@ -5,6 +5,10 @@
 
 The output directory holds `tokens.txt` (ESPnet token list), `tokenizer.yaml` and, for
 sentencepiece, `bpe.model` / `unigram.model`; `speechlm.tokenizers.load_tokenizer` reads it.
+
+With `--multitask-languages en,de,fr` a bpe/unigram vocabulary ends in Whisper's special
+tokens (<|endoftext|>, <|startoftranscript|>, a token per language, tasks, timestamps,
+<|sc|>) instead of <sos/eos>, for multitask (Whisper-style) models.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from speechlm.data.kaldi_dir import TableLine, iter_table
 from speechlm.tokenizers import (
     CharTokenizer,
+    MultitaskSentencePieceTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
     WordTokenizer,
@@ -51,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="bpe/unigram: fail, rather than shrink the vocabulary, if the text is too small",
     )
+    parser.add_argument(
+        "--multitask-languages",
+        metavar="CODES",
+        help="bpe/unigram: comma-separated language codes (en,de,fr); the token list then ends in "
+        "Whisper-style special tokens (languages, tasks, timestamps, speaker change), not <sos/eos>",
+    )
     parser.add_argument("--min-count", type=int, default=1, help="word: drop rarer words")
     parser.add_argument("--max-vocab", type=int, help="word: keep this many most frequent words")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
@@ -67,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--vocab-size is for --type bpe/unigram (word: see --max-vocab)")
     if args.type == "word" and args.non_linguistic_symbols is not None:
         parser.error("--non-linguistic-symbols is for --type bpe/unigram/char")
+    languages = None
+    if args.multitask_languages is not None:
+        if not is_sentencepiece:
+            parser.error("--multitask-languages is for --type bpe/unigram")
+        languages = [code.strip() for code in args.multitask_languages.split(",")]
+        if not all(languages):
+            parser.error(f"--multitask-languages: empty language code in {args.multitask_languages!r}")
 
     errors: list[str] = []
     text_path = args.text if args.text is not None else args.data_dir / "text"
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(errors)
 
     try:
-        tokenizer = _train(args, transcripts, symbols)
+        tokenizer = _train(args, transcripts, symbols, languages)
         tokenizer.save(args.out)
     except (ValueError, OSError) as e:
         return _fail([f"error: {e}"])
@@ -89,19 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, transcripts: list[str], symbols: list[str]) -> Tokenizer:
+def _train(args: argparse.Namespace, transcripts: list[str], symbols: list[str],
+           languages: list[str] | None = None) -> Tokenizer:
     if args.type == "char":
         return CharTokenizer.train(transcripts, non_linguistic_symbols=symbols)
     if args.type == "word":
         return WordTokenizer.train(transcripts, args.min_count, args.max_vocab)
-    return SentencePieceTokenizer.train(
-        transcripts,
-        vocab_size=args.vocab_size,
-        model_type=args.type,
-        user_defined_symbols=symbols,
-        character_coverage=args.character_coverage,
-        hard_vocab_limit=args.hard_vocab_limit,
-    )
+    options = {
+        "vocab_size": args.vocab_size,
+        "model_type": args.type,
+        "user_defined_symbols": symbols,
+        "character_coverage": args.character_coverage,
+        "hard_vocab_limit": args.hard_vocab_limit,
+    }
+    if languages is not None:
+        return MultitaskSentencePieceTokenizer.train(transcripts, **options, languages=languages)
+    return SentencePieceTokenizer.train(transcripts, **options)
 
 
 def read_transcripts(path: Path, errors: list[str]) -> list[str]:

@@ -19,14 +19,16 @@ def speaker_id(voice: str) -> str:
 
 def digit_string_utterances(voices: Sequence[str], per_voice: int, rng: random.Random, tag: str = "",
                             max_digits: int = 7, rates: tuple[int, int] = (130, 210),
-                            pitches: tuple[int, int] = (30, 70)) -> list[SynthUtterance]:
+                            pitches: tuple[int, int] = (30, 70),
+                            words: Sequence[str] = DIGITS) -> list[SynthUtterance]:
     """`per_voice` random digit strings (1..max_digits digits) per voice, each with a random
-    speaking rate and pitch; utterance ids `<speaker>-<tag><index>`."""
+    speaking rate and pitch; utterance ids `<speaker>-<tag><index>`. `words`: the digit words
+    0..9 (another language's, see `speechlm.data.multilingual_digits`)."""
     out = []
     for voice in voices:
         spk = speaker_id(voice)
         for i in range(per_voice):
-            text = " ".join(rng.choice(DIGITS) for _ in range(rng.randint(1, max_digits)))
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(1, max_digits)))
             out.append(SynthUtterance(f"{spk}-{tag}{i:04d}", spk, text, voice,
                                       rate=rng.randint(*rates), pitch=rng.randint(*pitches)))
     return out

@@ -4,9 +4,11 @@ espeak-ng is driven in-process through `ctypes` and the `libespeak-ng.so` bundle
 `espeakng-loader` (no `espeak-ng` binary needed). A "speaker" is an espeak voice plus a
 variant, e.g. `en-us+m3` or `en-gb-scotland+f2`: the voice sets the accent, the variant
 the pitch and formants. Output is deterministic: the same text, voice and prosody give the
-same samples whatever was spoken before and in whichever process.
+same samples whatever was spoken before and in whichever process. Word times come from
+espeak's own word and phoneme events (trimmed of silence), not from an aligner.
 
     audio, sr = speak("one two three", voice="en-us+f2")       # float32 (T,), 22050
+    audio, sr, words = speak_with_word_times("null eins", voice="de")  # [WordTime("null", 0.0, 0.235), ...]
     write_synth_data_dir("data/synth", [SynthUtterance("spk1-0001", "spk1", "hello", "en-us")])
 """
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import _ctypes  # dlclose, which ctypes does not expose
 import argparse
 import ctypes
+import functools
 import hashlib
 import multiprocessing
 import os
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ import espeakng_loader
 import numpy as np
 import soundfile as sf
 
-from speechlm.atomic import atomic_path
+from speechlm.atomic import atomic_path, atomic_write_text
 from speechlm.data.kaldi_dir import spk2utt_from_utt2spk, write_table
 
 # Distinct English speakers, each an accent x variant pair so that two speakers never share
@@ -43,6 +47,8 @@ DEFAULT_VOICES: tuple[str, ...] = (
 # speak_lib.h constants.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000  # without it a bad data path calls exit() and kills Python
+_INITIALIZE_PHONEME_EVENTS = 0x0001  # phoneme events too (they mark pauses); the audio is the same
+_EVENT_WORD, _EVENT_PHONEME = 1, 7
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000  # end with a sentence pause, as a recorded utterance would
@@ -53,6 +59,9 @@ _CHUNK_MS = 200  # callback granularity; any value gives the same samples
 # espeak's default volume (100) clips the klatt4/klatt5 variants and drives the others into
 # espeak's gain limiter (peaks ~0.999); at 60 the m*, f* and klatt* variants peak <= ~0.85.
 _VOLUME_PERCENT = 60
+# Word spans are trimmed to |sample| >= this: espeak's pauses and stop closures are exact zeros
+# (except in variants with an echo, whose spans then keep their synthesis bounds).
+_SILENCE = 1e-3
 
 
 class _Voice(ctypes.Structure):
@@ -67,7 +76,8 @@ class _Event(ctypes.Structure):
     _fields_ = [
         ("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
         ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p), ("id", ctypes.c_void_p),  # id is a pointer-sized union
+        # id: union {int number; const char *name; char string[8]}; a phoneme event's mnemonic
+        ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8),
     ]
 
 
@@ -77,6 +87,7 @@ _SynthCallbackType = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_shor
 # espeak-ng is one global state per loaded library; every use holds this lock.
 _lock = threading.Lock()
 _chunks: list[bytes] = []
+_events: list[tuple[int, int, int, bytes]] = []  # (type, text_position, sample, phoneme) of word/phoneme events
 _private_library_path: str | None = None
 _libc = ctypes.CDLL(None)
 _libc.initstate.argtypes = [ctypes.c_uint, ctypes.c_void_p, ctypes.c_size_t]
@@ -89,6 +100,13 @@ _libc.free.argtypes = [ctypes.c_void_p]
 def _collect_samples(wav, num_samples, events) -> int:
     if num_samples > 0:
         _chunks.append(ctypes.string_at(wav, num_samples * 2))
+    i = 0
+    while events and events[i].type != 0:  # the list ends with espeakEVENT_LIST_TERMINATED
+        e = events[i]
+        if e.type in (_EVENT_WORD, _EVENT_PHONEME):
+            # `sample` counts output samples from the start of this synthesis (audio_position is ms)
+            _events.append((e.type, e.text_position, e.sample, e.id if e.type == _EVENT_PHONEME else b""))
+        i += 1
     return 0  # 0 = keep synthesising
 
 
@@ -142,6 +160,7 @@ def _fresh_espeak() -> Iterator[tuple[ctypes.CDLL, int]]:
     """
     with _lock, _seeded_libc_rand():
         _chunks.clear()
+        _events.clear()
         lib = ctypes.CDLL(_library_path(), mode=os.RTLD_LOCAL)
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
@@ -152,7 +171,7 @@ def _fresh_espeak() -> Iterator[tuple[ctypes.CDLL, int]]:
                                      ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         data_path = espeakng_loader.get_data_path()
         sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, _CHUNK_MS, data_path.encode(),
-                                            _INITIALIZE_DONT_EXIT)
+                                            _INITIALIZE_DONT_EXIT | _INITIALIZE_PHONEME_EVENTS)
         try:
             if sample_rate <= 0:
                 raise RuntimeError(f"espeak_Initialize failed (code {sample_rate}) with data path {data_path}")
@@ -231,6 +250,34 @@ def speak(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pit
     rate: words per minute (80..450); pitch, pitch_range: 0..100 relative to the voice;
     word_gap: extra pause between words in units of 10 ms.
     """
+    audio, sample_rate, _ = _synthesize(text, voice, rate, pitch, pitch_range, word_gap)
+    return audio, sample_rate
+
+
+@dataclass(frozen=True)
+class WordTime:
+    """A word of the spoken text and when it sounds, in seconds from the start of the audio."""
+
+    word: str
+    start: float
+    end: float
+
+
+def speak_with_word_times(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
+                          pitch_range: int = 50, word_gap: int = 0) -> tuple[np.ndarray, int, list[WordTime]]:
+    """`speak`, plus one WordTime per whitespace-separated word of `text`, in order.
+
+    A word starts at espeak's word event and ends where espeak next starts a pause (word gap,
+    punctuation, end of sentence) or the next word; the span is then trimmed to its first and
+    last non-silent sample, so a stop's closure or a leading pause is not part of it. The audio
+    is exactly `speak`'s; the times hold after resampling (seconds, not samples).
+    """
+    audio, sample_rate, events = _synthesize(text, voice, rate, pitch, pitch_range, word_gap)
+    return audio, sample_rate, _word_times(text, audio, sample_rate, events)
+
+
+def _synthesize(text: str, voice: str, rate: int, pitch: int, pitch_range: int,
+                word_gap: int) -> tuple[np.ndarray, int, list[tuple[int, int, int, bytes]]]:
     if not text.strip():
         raise ValueError("text is empty")
     _check_prosody(rate, pitch, pitch_range, word_gap)
@@ -246,7 +293,52 @@ def speak(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pit
         if err != _EE_OK:
             raise RuntimeError(f"espeak_Synth failed with code {err} for text {text[:50]!r}")
         samples = np.frombuffer(b"".join(_chunks), dtype=np.int16)
-    return (samples.astype(np.float32) / 32768.0), sample_rate
+        events = list(_events)
+    return (samples.astype(np.float32) / 32768.0), sample_rate, events
+
+
+def _word_times(text: str, audio: np.ndarray, sample_rate: int,
+                events: Sequence[tuple[int, int, int, bytes]]) -> list[WordTime]:
+    """Sample bounds of each whitespace word from espeak's events, trimmed of silence, in seconds.
+
+    Word events carry the 1-based character position of the word in `text`; several in one
+    word (espeak reads '42' as two words) continue it. Phonemes whose mnemonic starts with '_'
+    are pauses: the first after a word's last sound ends it.
+    """
+    words = list(re.finditer(r"\S+", text))
+    bounds: list[list[int | None]] = [[None, None] for _ in words]
+    current = None
+    for kind, position, sample, phoneme in events:
+        if kind == _EVENT_WORD:
+            # the first word ending at or after `position`: after a full stop espeak reports the
+            # position of the space before the word
+            first = 0 if current is None else current
+            index = next((i for i in range(first, len(words)) if position <= words[i].end()), None)
+            if index is None:
+                continue
+            if index == current:
+                bounds[current][1] = None  # the same word goes on
+                continue
+            if current is not None and bounds[current][1] is None:
+                bounds[current][1] = sample
+            current, bounds[index][0] = index, sample
+        elif current is not None:
+            if not phoneme.startswith(b"_"):
+                bounds[current][1] = None
+            elif bounds[current][1] is None:
+                bounds[current][1] = sample
+    if current is not None and bounds[current][1] is None:
+        bounds[current][1] = len(audio)
+    times = []
+    for m, (lo, hi) in zip(words, bounds):
+        if lo is None:
+            raise ValueError(f"espeak-ng spoke no word for {m.group()!r} in {text[:50]!r}: word times need "
+                             f"every whitespace-separated word to be pronounced")
+        loud = np.flatnonzero(np.abs(audio[lo:hi]) >= _SILENCE)
+        if loud.size:
+            lo, hi = lo + int(loud[0]), lo + int(loud[-1]) + 1
+        times.append(WordTime(m.group(), lo / sample_rate, hi / sample_rate))
+    return times
 
 
 @dataclass(frozen=True)
@@ -259,6 +351,7 @@ class SynthUtterance:
     voice: str
     rate: int = 175
     pitch: int = 50
+    word_gap: int = 0  # extra pause between words, units of 10 ms
 
 
 NOISE_COLORS = ("white", "pink")
@@ -295,27 +388,43 @@ def _utterance_rng(seed: int, utt_id: str) -> np.random.Generator:
 def render_utterance(utt: SynthUtterance, sample_rate: int = 16000, noise_snr_db: float | None = None,
                      seed: int = 0, noise_color: str = "white") -> np.ndarray:
     """Speak, resample to `sample_rate` and optionally add noise: (T,) float32, peak <= 1."""
-    import torch  # heavy; only the data-dir path needs them
-    import torchaudio
+    return _render(utt, sample_rate, noise_snr_db, seed, noise_color)[0]
 
-    audio, espeak_rate = speak(utt.text, voice=utt.voice, rate=utt.rate, pitch=utt.pitch)
+
+def _render(utt: SynthUtterance, sample_rate: int, noise_snr_db: float | None, seed: int,
+            noise_color: str) -> tuple[np.ndarray, list[WordTime]]:
+    """`render_utterance` and the word times (seconds: resampling and noise leave them)."""
+    import torch  # heavy; only the data-dir path needs it
+
+    audio, espeak_rate, words = speak_with_word_times(utt.text, voice=utt.voice, rate=utt.rate, pitch=utt.pitch,
+                                                      word_gap=utt.word_gap)
     if sample_rate != espeak_rate:
-        audio = torchaudio.functional.resample(torch.from_numpy(audio), espeak_rate, sample_rate).numpy()
+        with torch.no_grad():
+            audio = _resampler(espeak_rate, sample_rate)(torch.from_numpy(audio)).numpy()
     if noise_snr_db is not None:
         audio = add_noise(audio, noise_snr_db, _utterance_rng(seed, utt.utt_id), noise_color)
     peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
     if peak > 1.0:  # scale rather than clip: keeps the SNR and avoids clipping distortion
         audio = audio / peak
-    return audio.astype(np.float32)
+    return audio.astype(np.float32), words
 
 
-def _write_wav(job: tuple) -> int:
-    """Render one utterance and write its WAV atomically; returns its number of samples."""
+@functools.lru_cache(maxsize=4)
+def _resampler(orig_freq: int, new_freq: int):
+    """torchaudio.functional.resample's filter, made once (it costs more than the resampling);
+    float32 like resample's for float32 audio, so the output is the same."""
+    import torch
+    import torchaudio
+    return torchaudio.transforms.Resample(orig_freq, new_freq, dtype=torch.float32)
+
+
+def _write_wav(job: tuple) -> tuple[int, list[WordTime]]:
+    """Render one utterance and write its WAV atomically; returns (number of samples, word times)."""
     utt, wav_path, sample_rate, noise_snr_db, seed, noise_color = job
-    audio = render_utterance(utt, sample_rate, noise_snr_db, seed, noise_color)
+    audio, words = _render(utt, sample_rate, noise_snr_db, seed, noise_color)
     with atomic_path(wav_path) as tmp:
         sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV")
-    return len(audio)
+    return len(audio), words
 
 
 def _init_worker() -> None:
@@ -338,7 +447,7 @@ def _check_utterances(utterances: Sequence[SynthUtterance]) -> None:
                              f"utterance id (Kaldi sorts utt2spk and spk2utt consistently only then)")
         if not u.text.strip():
             raise ValueError(f"utterance '{u.utt_id}': text is empty")
-        _check_prosody(u.rate, u.pitch, 50, 0)
+        _check_prosody(u.rate, u.pitch, 50, u.word_gap)
     for voice in sorted({u.voice for u in utterances}):
         with _fresh_espeak() as (lib, _):
             _set_voice(lib, voice)
@@ -346,13 +455,16 @@ def _check_utterances(utterances: Sequence[SynthUtterance]) -> None:
 
 def write_synth_data_dir(out_dir: str | os.PathLike, utterances: Sequence[SynthUtterance],
                          sample_rate: int = 16000, noise_snr_db: float | None = None, seed: int = 0,
-                         num_workers: int = 1, noise_color: str = "white") -> Path:
+                         num_workers: int = 1, noise_color: str = "white", ctm: bool = False) -> Path:
     """Synthesise `utterances` into a Kaldi data directory and return its path.
 
     Writes out_dir/wav/<utt_id>.wav (16-bit PCM, mono, `sample_rate`) and wav.scp (absolute
-    paths), text, utt2spk, spk2utt, utt2dur (seconds). With `noise_snr_db`, white or pink
-    noise is added at that SNR, seeded by (seed, utt_id). `num_workers` > 1 renders in a
-    spawn process pool (so a calling script needs the `if __name__ == "__main__":` guard).
+    paths), text, utt2spk, spk2utt, utt2dur (seconds); with `ctm`, also `ctm`: the words of
+    `text` with their times from the synthesis (see `speak_with_word_times`), Kaldi CTM lines
+    `<utt> 1 <start> <duration> <word>`, seconds from the utterance start. With `noise_snr_db`,
+    white or pink noise is added at that SNR, seeded by (seed, utt_id). `num_workers` > 1
+    renders in a spawn process pool (so a calling script needs the `if __name__ == "__main__":`
+    guard).
     """
     utterances = list(utterances)
     _check_utterances(utterances)
@@ -365,9 +477,10 @@ def write_synth_data_dir(out_dir: str | os.PathLike, utterances: Sequence[SynthU
     if num_workers > 1 and len(jobs) > 1:
         # spawn, not fork: the parent may hold torch threads and the espeak lock.
         with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs)), _init_worker) as pool:
-            lengths = pool.map(_write_wav, jobs, chunksize=max(1, len(jobs) // (4 * num_workers)))
+            rendered = pool.map(_write_wav, jobs, chunksize=max(1, len(jobs) // (4 * num_workers)))
     else:
-        lengths = [_write_wav(job) for job in jobs]
+        rendered = [_write_wav(job) for job in jobs]
+    lengths = [n for n, _ in rendered]
 
     write_table(out_dir / "wav.scp", {u.utt_id: str(job[1]) for u, job in zip(utterances, jobs)})
     write_table(out_dir / "text", {u.utt_id: " ".join(u.text.split()) for u in utterances})
@@ -375,7 +488,20 @@ def write_synth_data_dir(out_dir: str | os.PathLike, utterances: Sequence[SynthU
     write_table(out_dir / "utt2spk", utt2spk)
     write_table(out_dir / "spk2utt", spk2utt_from_utt2spk(utt2spk))
     write_table(out_dir / "utt2dur", {u.utt_id: f"{n / sample_rate:.4f}" for u, n in zip(utterances, lengths)})
+    if ctm:
+        write_ctm(out_dir / "ctm", {u.utt_id: words for u, (_, words) in zip(utterances, rendered)})
     return out_dir
+
+
+def write_ctm(path: str | os.PathLike, utt2words: dict[str, Sequence[WordTime]]) -> None:
+    """Kaldi CTM, utterances in C order, words in time order: `<utt> 1 <start> <duration> <word>`
+    (milliseconds; the duration is that of the rounded times, so start + duration is the end)."""
+    lines = []
+    for utt in sorted(utt2words):
+        for w in sorted(utt2words[utt], key=lambda w: w.start):
+            start, end = round(w.start, 3), round(w.end, 3)
+            lines.append(f"{utt} 1 {start:.3f} {end - start:.3f} {w.word}\n")
+    atomic_write_text(path, "".join(lines))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,6 +6,7 @@ Any module node of a model config may say where its starting weights come from:
       encoder:  {..., init_from: exp/asr/model.avg.ckpt}               # its `encoder.*` weights
       encoder:  {..., init_from: {checkpoint: x.ckpt, prefix: encoder.}}  # another part's
       encoder:  {..., init_from: {checkpoint: valid.acc.ave.pth, format: espnet}}
+      model:    {..., init_from: tiny.pt}    # an OpenAI Whisper checkpoint (format: openai), converted
       normalize: {_target_: speechlm.features.GlobalCMVN.empty, dim: 80, init_from: data/cmvn.npz}
 
 `build_model(cfg, initialize=True)` (training, from scratch) instantiates the config without
@@ -95,15 +96,25 @@ def initialize_part(model: nn.Module, path: str, source: str | Mapping[str, Any]
 
 def checkpoint_state_dict(path: str | Path, fmt: str = "speechlm") -> dict[str, torch.Tensor]:
     """A model's weights, keyed as the model's own state_dict: a speechlm checkpoint
-    (Lightning's, `model.` prefix removed, or an averaged/converted one), or with
-    `fmt="espnet"` an ESPnet ASR model file converted (`speechlm.interop.espnet_asr`)."""
+    (Lightning's, `model.` prefix removed, or an averaged/converted one), with
+    `fmt="espnet"` an ESPnet ASR model file converted (`speechlm.interop.espnet_asr`), with
+    `fmt="openai"` an OpenAI Whisper checkpoint ({"dims", "model_state_dict"}: `tiny.pt`)
+    converted (`speechlm.interop.whisper`); the default format also recognises the latter."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if fmt == "espnet":
         from speechlm.interop.espnet_asr import espnet_asr_state_dict_to_ours
 
         return espnet_asr_state_dict_to_ours(state)
-    if fmt != "speechlm":
-        raise ValueError(f"init_from format {fmt!r}: speechlm or espnet")
+    if fmt not in ("speechlm", "openai"):
+        raise ValueError(f"init_from format {fmt!r}: speechlm, espnet or openai")
+    from speechlm.interop.whisper import is_openai_checkpoint, openai_state_dict_to_ours
+
+    if is_openai_checkpoint(state):
+        if fmt == "speechlm":
+            log.info("%s is an OpenAI Whisper checkpoint: its weights are converted (speechlm.interop.whisper)", path)
+        return openai_state_dict_to_ours(state["model_state_dict"])
+    if fmt == "openai":
+        raise ValueError(f"{path}: not an OpenAI Whisper checkpoint (no 'dims' + 'model_state_dict')")
     if "state_dict" not in state:
         raise ValueError(f"{path}: not a speechlm checkpoint (no state_dict)")
     return {k.removeprefix("model."): v for k, v in state["state_dict"].items()}

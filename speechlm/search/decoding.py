@@ -45,14 +45,22 @@ def search_node(model, chosen: Mapping[str, Any] | DictConfig | None,
                              "name one with search=NAME (conf/search/)")
         node = {**default, **preferred, **chosen}
     params = inspect.signature(hydra.utils.get_class(node["_target_"])).parameters
-    unknown = sorted(set(node) - {"_target_"} - set(params))
+    unknown = sorted(set(node) - {"_target_", "tokenizer"} - set(params))
     if unknown:
         raise ValueError(f"{node['_target_']} takes no {', '.join(unknown)} (it takes: {', '.join(params) or 'nothing'})")
     return node
 
 
-def build_search(model, chosen: Mapping[str, Any] | DictConfig | None, preferred: Mapping[str, Any] | None = None):
-    return hydra.utils.instantiate(search_node(model, chosen, preferred))
+def build_search(model, chosen: Mapping[str, Any] | DictConfig | None, preferred: Mapping[str, Any] | None = None,
+                 tokenizer=None):
+    """The search object; a search class with a `tokenizer` argument (one that needs the
+    vocabulary's special tokens, e.g. Whisper's) gets the model's tokenizer."""
+    node = search_node(model, chosen, preferred)
+    if "tokenizer" in inspect.signature(hydra.utils.get_class(node["_target_"])).parameters:
+        if tokenizer is None:
+            raise ValueError(f"{node['_target_']} needs the model's tokenizer, and the checkpoint has none")
+        return hydra.utils.instantiate(node, tokenizer=tokenizer)
+    return hydra.utils.instantiate(node)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Text <-> token ids in ESPnet's token-list layout: <blank>=0, <unk>=1, ..., <sos/eos>=last."""
+"""Text <-> token ids in ESPnet's token-list layout: <blank>=0, <unk>=1, ..., <sos/eos>=last;
+or with Whisper's multitask special tokens (multitask.py, whisper.py)."""
 
 from speechlm.tokenizers.base import (
     BLANK,
@@ -9,7 +10,12 @@ from speechlm.tokenizers.base import (
     tokenizer_from_dict,
 )
 from speechlm.tokenizers.char import SPACE, CharTokenizer
-from speechlm.tokenizers.sentencepiece import SentencePieceTokenizer
+from speechlm.tokenizers.multitask import MultitaskVocabulary
+from speechlm.tokenizers.sentencepiece import (
+    MultitaskSentencePieceTokenizer,
+    SentencePieceTokenizer,
+)
+from speechlm.tokenizers.whisper import WhisperTokenizer
 from speechlm.tokenizers.word import WordTokenizer
 
 __all__ = [
@@ -18,8 +24,11 @@ __all__ = [
     "SPACE",
     "UNK",
     "CharTokenizer",
+    "MultitaskSentencePieceTokenizer",
+    "MultitaskVocabulary",
     "SentencePieceTokenizer",
     "Tokenizer",
+    "WhisperTokenizer",
     "WordTokenizer",
     "load_tokenizer",
     "tokenizer_from_dict",

@@ -13,6 +13,7 @@ it)::
 
 A token list laid out otherwise (an LLM's, Whisper's) gives its own `special_tokens`, e.g.
 {"unk": "<unk>", "sos": "<s>", "eos": "</s>", "pad": "<pad>"} (no blank: no CTC head).
+A vocabulary that spells any text (byte-level BPE, `requires_unk = False`) may have no unk.
 
 A tokenizer is fully described by a plain dict of primitive types (`to_dict`), with the
 class's import path under `_target_`. Checkpoints embed that dict and are read back with
@@ -33,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import hydra.utils
 import yaml
@@ -72,6 +73,10 @@ class Tokenizer(ABC):
     (`special_tokens` is written only when it is not the ESPnet layout).
     """
 
+    # False for a vocabulary that can spell every text (byte-level BPE): then it may have no
+    # 'unk' token, and `token_to_id` raises KeyError for a token it does not know.
+    requires_unk: ClassVar[bool] = True
+
     def __init__(self, tokens: Sequence[str], special_tokens: dict[str, str] | None = None):
         tokens = [str(t) for t in tokens]  # also turns an OmegaConf ListConfig into a list
         specials = dict(ESPNET_SPECIALS if special_tokens is None else special_tokens)
@@ -85,18 +90,19 @@ class Tokenizer(ABC):
         if len(token_to_id) != len(tokens):
             dups = sorted(t for t, n in Counter(tokens).items() if n > 1)
             raise ValueError(f"duplicate tokens in token list: {dups}")
-        bad = [t for t in tokens if t == "" or any(c.isspace() for c in t)]
+        bad = [t for t in tokens if t.split() != [t]]  # empty, or holds whitespace
         if bad:  # tokens.txt holds one token per line, so a token cannot contain whitespace
             raise ValueError(f"tokens must be non-empty and contain no whitespace: {bad!r}")
         missing = {role: t for role, t in specials.items() if t not in token_to_id}
         if missing:
             raise ValueError(f"special tokens not in the token list: {missing}")
-        if "unk" not in specials:
+        if self.requires_unk and "unk" not in specials:
             raise ValueError("special_tokens needs an 'unk' token (what unknown pieces become)")
         self._tokens = tokens
         self._token_to_id = token_to_id
         self._specials = {str(role): str(t) for role, t in specials.items()}
         self._control_ids = {token_to_id[t] for role, t in self._specials.items() if role in CONTROL_ROLES}
+        self._unk = token_to_id.get(self._specials.get("unk"))  # None: no unk token
 
     # --- the token list -------------------------------------------------------------------
 
@@ -148,9 +154,14 @@ class Tokenizer(ABC):
     def token_to_id(self, token: str) -> int:
         """Id of `token`; `unk_id` if it is unknown or a control token (blank, sos, eos,
         pad: a transcript that spells "<blank>" or "<sos/eos>" out must not put a CTC blank
-        or an end of sentence in the ids)."""
-        token_id = self._token_to_id.get(token, self.unk_id)
-        return self.unk_id if token_id in self._control_ids else token_id
+        or an end of sentence in the ids). Without an unk token: KeyError instead."""
+        token_id = self._token_to_id.get(token)
+        if token_id is None or token_id in self._control_ids:
+            if self._unk is None:
+                what = "is a control token" if token_id is not None else "is not in the vocabulary"
+                raise KeyError(f"{token!r} {what}, and {type(self).__name__} has no 'unk' token to map it to")
+            return self._unk
+        return token_id
 
     def id_to_token(self, token_id: int) -> str:
         return self._tokens[token_id]

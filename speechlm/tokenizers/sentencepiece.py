@@ -9,6 +9,9 @@ sentencepiece does the work; this file only maps its pieces to ids, one of two w
   sentencepiece's defaults (`<unk>` 0, `<s>` 1, `</s>` 2) and lists `<blank>`, `<unk>`,
   the pieces after `</s>`, `<sos/eos>`. Pieces then map to ids by their text, as ESPnet's
   `TokenIDConverter` does (a piece not in the list is `<unk>`).
+
+`MultitaskSentencePieceTokenizer` is a model trained here with Whisper's special tokens
+(speechlm/tokenizers/multitask.py) in place of `<sos/eos>`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from typing import Any
 import sentencepiece as spm
 
 from speechlm.atomic import atomic_write_bytes
-
 from speechlm.tokenizers.base import (
     BLANK,
     SOS_EOS,
@@ -31,6 +33,7 @@ from speechlm.tokenizers.base import (
     UNK,
     Tokenizer,
 )
+from speechlm.tokenizers.multitask import MultitaskVocabulary, multitask_special_tokens
 
 MODEL_TYPES = ("bpe", "unigram")
 
@@ -72,7 +75,12 @@ class SentencePieceTokenizer(Tokenizer):
                 "(ours = sentencepiece's + 1) needs unk_id=0 (or pass the token list as `tokens`)"
             )
         pieces = [self._processor.id_to_piece(i) for i in range(self._processor.get_piece_size())]
-        super().__init__([BLANK, *pieces, SOS_EOS])
+        super().__init__(*self._shifted_layout(pieces))
+
+    def _shifted_layout(self, pieces: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        """Token list and roles of a model trained here (sentencepiece's pieces, <unk> first):
+        ESPnet's `[<blank>, *pieces, <sos/eos>]`."""
+        return [BLANK, *pieces, SOS_EOS], None
 
     @classmethod
     def train(
@@ -97,41 +105,8 @@ class SentencePieceTokenizer(Tokenizer):
                 instead of an error.
             num_threads: 1 by default so the same text gives a byte-identical model.
         """
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-        symbols = [str(s) for s in user_defined_symbols]
-        reserved = [s for s in symbols if s in SPECIAL_TOKENS]
-        if reserved:
-            raise ValueError(f"{reserved} are reserved and cannot be user-defined symbols")
-        spm.set_random_generator_seed(0)  # fixed seed: reproducible wherever spm samples
-        model = io.BytesIO()
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(lines),
-                model_writer=model,
-                vocab_size=vocab_size,
-                model_type=model_type,
-                character_coverage=character_coverage,
-                hard_vocab_limit=hard_vocab_limit,
-                user_defined_symbols=symbols,
-                unk_id=0,
-                bos_id=-1,
-                eos_id=-1,
-                pad_id=-1,
-                unk_piece=UNK,
-                unk_surface=UNK,  # decode an unknown as "<unk>", like the char/word tokenizers
-                # ESPnet's value: larger than any corpus, so every sentence is used and
-                # sentencepiece never samples a subset.
-                input_sentence_size=100_000_000,
-                num_threads=num_threads,
-                minloglevel=1,  # its INFO log is hundreds of lines per training
-            )
-        except RuntimeError as e:
-            explained = _explain_training_error(e, vocab_size)
-            if explained is None:
-                raise
-            raise explained from e
-        return cls(model.getvalue(), model_type)
+        return cls(train_model(lines, vocab_size, model_type, user_defined_symbols, character_coverage,
+                               hard_vocab_limit, num_threads), model_type)
 
     @property
     def model_type(self) -> str:
@@ -175,9 +150,113 @@ class SentencePieceTokenizer(Tokenizer):
         return cls.from_dict({**config, "model": model})
 
 
+class MultitaskSentencePieceTokenizer(MultitaskVocabulary, SentencePieceTokenizer):
+    """A sentencepiece model trained here with Whisper's special tokens instead of <sos/eos>:
+
+        [<blank>, <unk>, pieces..., <|endoftext|>, <|startoftranscript|>, <|en|>, ...,
+         <|translate|>, <|transcribe|>, <|startoflm|>, <|startofprev|>, <|nospeech|>,
+         <|notimestamps|>, <|0.00|> ... <|30.00|>, <|sc|>]
+
+    ids of pieces shifted by one as in `SentencePieceTokenizer`; the roles and helpers of
+    `MultitaskVocabulary` (blank and unk too: a CTC head can share the vocabulary).
+
+    Args:
+        model, model_type: as `SentencePieceTokenizer` (a model with unk_id=0).
+        languages: language codes, in the order of their tokens.
+    """
+
+    def __init__(self, model: bytes, model_type: str, languages: Sequence[str]):
+        self._languages = [str(code) for code in languages]
+        super().__init__(model, model_type)
+
+    def _shifted_layout(self, pieces: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        tail, roles = multitask_special_tokens(self._languages, speaker_change=True)
+        return [BLANK, *pieces, *tail], {"blank": BLANK, "unk": UNK, **roles}
+
+    @classmethod
+    def train(
+        cls,
+        lines: Iterable[str],
+        vocab_size: int,
+        model_type: str = "bpe",
+        user_defined_symbols: Sequence[str] = (),
+        character_coverage: float = 1.0,
+        hard_vocab_limit: bool = True,
+        num_threads: int = 1,
+        *,
+        languages: Sequence[str],
+    ) -> MultitaskSentencePieceTokenizer:
+        """`SentencePieceTokenizer.train`, then the multitask special tokens of `languages`
+        (vocab_size + 1 + len(languages) + 1510 tokens in all)."""
+        tail, _ = multitask_special_tokens(languages, speaker_change=True)
+        model = train_model(lines, vocab_size, model_type, user_defined_symbols, character_coverage,
+                            hard_vocab_limit, num_threads, reserved_tokens=tail)
+        return cls(model, model_type, languages)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of `ids`, every special (blank, timestamps, ...) skipped, but a speaker
+        change written " <sc> "."""
+        return self._by_speaker(ids, lambda part: self._processor.decode([i - 1 for i in self._text_ids(part)]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "languages": list(self._languages)}
+
+
+def train_model(
+    lines: Iterable[str],
+    vocab_size: int,
+    model_type: str = "bpe",
+    user_defined_symbols: Sequence[str] = (),
+    character_coverage: float = 1.0,
+    hard_vocab_limit: bool = True,
+    num_threads: int = 1,
+    reserved_tokens: Sequence[str] = (),
+) -> bytes:
+    """The serialized sentencepiece model of `SentencePieceTokenizer.train` (its arguments;
+    `reserved_tokens`: more tokens a user-defined symbol may not be)."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    symbols = [str(s) for s in user_defined_symbols]
+    reserved = {*SPECIAL_TOKENS, *reserved_tokens}
+    reserved = [s for s in symbols if s in reserved]
+    if reserved:
+        raise ValueError(f"{reserved} are reserved and cannot be user-defined symbols")
+    spm.set_random_generator_seed(0)  # fixed seed: reproducible wherever spm samples
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            hard_vocab_limit=hard_vocab_limit,
+            user_defined_symbols=symbols,
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            unk_piece=UNK,
+            unk_surface=UNK,  # decode an unknown as "<unk>", like the char/word tokenizers
+            # ESPnet's value: larger than any corpus, so every sentence is used and
+            # sentencepiece never samples a subset.
+            input_sentence_size=100_000_000,
+            num_threads=num_threads,
+            minloglevel=1,  # its INFO log is hundreds of lines per training
+        )
+    except RuntimeError as e:
+        explained = _explain_training_error(e, vocab_size)
+        if explained is None:
+            raise
+        raise explained from e
+    return model.getvalue()
+
+
 def sentencepiece_model_type(model: bytes) -> str:
     """"bpe", "unigram", "word" or "char": how a serialized model was trained."""
-    from sentencepiece import sentencepiece_model_pb2 as pb2  # needs protobuf (tensorboard's dependency)
+    from sentencepiece import (
+        sentencepiece_model_pb2 as pb2,  # needs protobuf (tensorboard's dependency)
+    )
 
     proto = pb2.ModelProto()
     proto.ParseFromString(bytes(model))

@@ -30,8 +30,13 @@ def migrate_model_config(model: dict, config: dict) -> dict:
 
 def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Tokenizer | None, dict]:
     """(model in eval mode, tokenizer (None for a model trained without text), resolved
-    training config)."""
+    training config). An OpenAI Whisper checkpoint (`tiny.pt`: {"dims", "model_state_dict"})
+    loads too, converted by `speechlm.interop.whisper`."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
+    if isinstance(ckpt, dict) and "dims" in ckpt and "model_state_dict" in ckpt:
+        from speechlm.interop.whisper import model_from_openai_checkpoint
+
+        return model_from_openai_checkpoint(ckpt, str(path), device)
     meta = ckpt.get("speechlm")
     if not meta or "config" not in meta:
         raise ValueError(f"{path}: not a speechlm checkpoint (no 'speechlm' block with the config)")

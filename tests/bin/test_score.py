@@ -89,3 +89,24 @@ def test_result_txt_sum_avg_equals_espnet_sclite_command(tmp_path):
     theirs = subprocess.run(["sctk", "sclite", "-r", str(d / "ref.trn"), "trn", "-h", str(d / "hyp.trn"), "trn",
                              "-i", "rm", "-o", "all", "stdout"], capture_output=True, text=True, check=True).stdout
     assert sum_avg((d / "result.txt").read_text(encoding="utf-8")) == sum_avg(theirs)
+
+
+SOT_REF = [("mixA-1", "one two three <sc> four five"), ("mixA-2", "six"), ("mixB-3", "seven eight <sc> nine")]
+SOT_HYP = [("mixA-1", "four five <|sc|> one too three"), ("mixA-2", "six <|sc|> zero"), ("mixB-3", "seven eight")]
+
+
+def test_sot_output_scored_by_cpwer(tmp_path, capsys):
+    d = decode_dir(tmp_path, ref=SOT_REF, hyp=SOT_HYP)
+    md = tmp_path / "RESULTS.md"
+    assert score.main([str(d), "--sot", "--results-md", str(md)]) == 0
+    out = capsys.readouterr().out
+    # speakers swapped in mixA-1 cost nothing: 1 sub there, 1 ins in mixA-2, 1 del in mixB-3
+    assert "%cpWER 33.33 [ 3 / 9, 1 ins, 1 del, 1 sub ]" in out and "%WER" not in out
+    assert sum_avg((d / "result.cpwer.txt").read_text(encoding="utf-8")) == [3, 9, 77.8, 11.1, 11.1, 11.1, 33.3, 100.0]
+    assert not (d / "result.txt").exists() and not (d / "result.cer.txt").exists()
+    assert "### cpWER\n" in md.read_text(encoding="utf-8")
+
+    # another speaker-change token (the option implies --sot); '<sc>' is then an ordinary word
+    d2 = decode_dir(tmp_path, name="decode_dev", ref=[("mixA-1", "a b [SC] c")], hyp=[("mixA-1", "c [SC] a b")])
+    assert score.main([str(d2), "--speaker-change", "[SC]"]) == 0
+    assert "%cpWER 0.00 [ 0 / 3," in capsys.readouterr().out

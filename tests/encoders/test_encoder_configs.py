@@ -20,12 +20,13 @@ def test_the_expected_configs_exist():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_builds_and_runs(path):
-    cfg = OmegaConf.load(path)
+    # the frontend's size is what train.yaml composes in (Whisper's encoder reads ${frontend.n_mels})
+    cfg = OmegaConf.merge({"frontend": {"n_mels": 80}}, {"encoder": OmegaConf.load(path)}).encoder
     encoder = build_model(cfg, initialize=False).eval()
     xs, lengths = torch.randn(2, 40, cfg.input_size), torch.tensor([40, 31])
     with torch.no_grad():
         out = encoder(xs, lengths)
-    assert out.output.shape[0] == 2 and out.output.shape[2] == cfg.output_size
+    assert out.output.shape[0] == 2 and out.output.shape[2] == encoder.output_size()
     assert out.lengths.tolist()[0] == out.output.shape[1]
     assert torch.isfinite(out.output).all()
 
