@@ -1,5 +1,5 @@
 """A tiny OpenAI-format Whisper that has learned something, for decoding parity tests and
-bench/whisper.py: openai-whisper's own model class and loss, trained for ~a minute on
+bench/whisper_transcribe.py: openai-whisper's own model class and loss, trained for ~a minute on
 synthetic espeak-ng clips (English and German sentences, some windows holding several with
 segment timestamps), saved as OpenAI's checkpoint format. Random weights would decode
 near-uniform garbage, where float rounding alone can flip a choice.

@@ -79,8 +79,9 @@ def table_value(value: str) -> str | torch.Tensor:
 class AudioDataset(Dataset):
     """Items are dicts: `id`, `audio` `(T,)` float32 at `sample_rate`, `text` when the dir
     has transcripts, one key per entry of `tables` (item key -> table file: e.g.
-    {"lang": "utt2lang", "km": "km"}), and what the `transforms` (callables item -> item,
-    applied in order) add, e.g. `tokens`. `encode` is a shortcut for a tokenizing transform."""
+    {"lang": "utt2lang", "km": "km"}; a key mapped to None is left out), and what the
+    `transforms` (callables item -> item, applied in order) add, e.g. `tokens`. `encode` is
+    a shortcut for a tokenizing transform."""
 
     def __init__(
         self,
@@ -95,7 +96,8 @@ class AudioDataset(Dataset):
         self.encode = encode
         self.transforms = list(transforms)
         self.ids = self.dd.utterances
-        self.tables = {key: load_item_table(self.dd, name) for key, name in (tables or {}).items()}
+        # a table named null is left out (a preset's way to drop a default table, e.g. {lang: null})
+        self.tables = {key: load_item_table(self.dd, name) for key, name in (tables or {}).items() if name is not None}
         by_utt = utterance_durations(self.dd)
         self.durations = [by_utt[u] for u in self.ids]
 

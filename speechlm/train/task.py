@@ -23,6 +23,7 @@ import logging
 from typing import Any, Callable, Mapping
 
 import lightning as L
+from lightning.fabric.utilities.data import sized_len
 import torch
 from torch import nn
 
@@ -149,6 +150,26 @@ class Task(L.LightningModule):
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
+
+    def on_train_epoch_start(self) -> None:
+        # DurationBucketSampler's batch count may change by one or two between epochs
+        # (greedy packing of a reshuffled order), but Lightning counts an epoch's batches
+        # once, in the first: an epoch with fewer would never validate
+        # ((batch_idx + 1) % val_check_batch is never 0) and one with more would lose its
+        # last batches. Recount them for this epoch (its sampler epoch is set by now, and
+        # the epoch's iterator not yet made), unless limit_train_batches fixes the count.
+        trainer, loop = self.trainer, self.trainer.fit_loop
+        combined = loop._combined_loader
+        if combined is None or not (isinstance(trainer.limit_train_batches, float) and trainer.limit_train_batches == 1.0):
+            return
+        lengths = [sized_len(dl) for dl in combined.flattened]
+        if None in lengths or lengths == combined.limits:
+            return
+        combined.limits = lengths
+        # what len(combined) will be once the epoch's iterator exists (training's modes)
+        loop.max_batches = min(lengths) if combined._mode == "min_size" else max(lengths)
+        if trainer.check_val_every_n_epoch is not None and isinstance(trainer.val_check_interval, float):
+            trainer.val_check_batch = max(1, int(loop.max_batches * trainer.val_check_interval))
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # Frozen groups' BatchNorm layers keep their statistics (Lightning puts the whole

@@ -195,3 +195,16 @@ def test_planted_faults_are_named(ref, tmp_path):
 
     with pytest.raises(ValueError, match="n_audio_state 64 != n_text_state 32"):
         openai_dims_to_config({**asdict(DIMS), "n_text_state": 32})
+
+
+def test_export_whisper_cli_writes_what_it_read(tiny_pt, tmp_path, capsys):
+    from speechlm.bin.export_whisper import main
+
+    out = tmp_path / "exported.pt"
+    assert main([str(tiny_pt), str(out)]) == 0
+    before = torch.load(tiny_pt, weights_only=True)
+    after = torch.load(out, weights_only=True)
+    assert after["dims"] == before["dims"]
+    assert after["model_state_dict"].keys() == before["model_state_dict"].keys()
+    for key, value in before["model_state_dict"].items():
+        assert torch.equal(after["model_state_dict"][key], value.float()), key

@@ -62,8 +62,13 @@ def test_decode_skips_every_special(tok):
     assert tok.decode(content) == text
     ids = [*tok.sot_sequence("en", "transcribe"), tok.timestamp_id(0.0), 0, *content[:4], tok.timestamp_id(0.5),
            tok.special_ids["speaker_change"], *content[4:], tok.timestamp_id(1.0), tok.special_ids["eot"]]
+    # the speaker change is content (serialized output training): written " <sc> "
+    change = ids.index(tok.special_ids["speaker_change"])
+    assert tok.decode(ids) == tok.decode(ids[:change]).strip() + " <sc> " + tok.decode(ids[change + 1:]).strip()
+    ids.pop(change)
     assert tok.decode(ids) == text
     assert tok.decode(torch.tensor(ids)) == text
+    ids.insert(change, tok.special_ids["speaker_change"])
     rendered = tok.decode_with_timestamps(ids)
     assert rendered.startswith("<|startoftranscript|><|en|><|transcribe|><|0.00|>")
     assert rendered.endswith("<|1.00|><|endoftext|>") and "<|0.50|><|sc|>" in rendered

@@ -148,7 +148,7 @@ def test_speaker_change_variant():
     assert sc.special_ids == {**plain.special_ids, "speaker_change": plain.vocab_size}
     assert sc.encode_batch(TEXTS) == plain.encode_batch(TEXTS)
     ids = [plain.timestamp_id(0.0), *sc.encode(" hi"), sc.special_ids["speaker_change"], *sc.encode(" yo")]
-    assert sc.decode(ids) == " hi yo"
+    assert sc.decode(ids) == "hi <sc> yo"  # a speaker change is content (SOT): written " <sc> "
     assert sc.decode_with_timestamps(ids) == "<|0.00|> hi<|sc|> yo"
 
 

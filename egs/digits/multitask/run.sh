@@ -20,7 +20,8 @@ train_per_speaker=6
 dev_speakers=20      # per language, held-in, 1 utterance each
 test_per_voice=10    # 4 held-out voices per language
 tiny=false           # a few utterances per language (smoke tests)
-nj=2
+nj=2                 # data preparation processes
+threads=1            # torch threads of training and decoding (OMP_NUM_THREADS); see below
 experiment=conformer_multitask  # conf/experiment/ here or in the repository's conf/
 tag=""
 token_type=bpe
@@ -33,9 +34,20 @@ train_args=""
 append_options="train_args"
 . parse_options.sh
 
+# One thread: on a 2-core machine shared with other jobs, a 2-thread torch process stalls at
+# every OpenMP barrier whose other thread is descheduled (a training step measured 0.5 s with
+# one thread, 4-8 s with two); alone on the machine, two threads gain little at this size.
+[ -z "$threads" ] || export OMP_NUM_THREADS=$threads
 [ -n "$tag" ] || tag=$experiment
 exp=exp/${tag}
 log() { echo -e "$(date '+%F %T') (run.sh) $*"; }
+# cpu_seconds=CPU seconds (user + system) of this script's finished child processes so far
+# (`times` run in this shell: a pipe or $(...) would run it in a fresh subshell)
+child_cpu() {
+  times > "$tmp_times"
+  cpu_seconds=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += 60 * t[1] + t[2] }; print int(s) }' "$tmp_times")
+}
+tmp_times=$(mktemp); trap 'rm -f "$tmp_times"' EXIT
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: download: nothing to fetch, the corpus is synthesised in stage 1"
@@ -70,13 +82,13 @@ fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "stage 6: train ($exp)"
-  start=$(date +%s)
+  start=$(date +%s); child_cpu; cpu=$cpu_seconds
   # shellcheck disable=SC2086
   python -m speechlm.bin.train --config-dir conf experiment="$experiment" exp_dir="$exp" \
     data.train_dir=data/train data.valid_dir=data/dev tokenizer_dir=data/tokenizer cmvn_stats=data/cmvn.npz \
     $train_args
-  echo $(( $(date +%s) - start )) > "$exp/train_seconds"
-  log "training took $(cat "$exp/train_seconds") s"
+  child_cpu; echo "$(( $(date +%s) - start )) $(( cpu_seconds - cpu ))" > "$exp/train_seconds"  # wall, CPU
+  log "training took $(cut -d' ' -f1 "$exp/train_seconds") s ($(cut -d' ' -f2 "$exp/train_seconds") CPU seconds)"
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
@@ -96,7 +108,8 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
     echo "## $tag"
     echo
     echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPU cores;" \
-      "training $(cat "$exp/train_seconds" 2>/dev/null || echo '?') s;" \
+      "training $(cut -d' ' -f1 "$exp/train_seconds" 2>/dev/null || echo '?') s" \
+      "($(cut -d' ' -f2 "$exp/train_seconds" 2>/dev/null || echo '?') CPU s, $threads thread(s));" \
       "decoding: ${beam_size:+beam $beam_size}${beam_size:-greedy}, language detected."
     echo
     echo "    ./run.sh --experiment $experiment${train_args:+ --train-args \"$train_args\"}"

@@ -124,6 +124,10 @@ def decode(model, tokenizer, data_dir: Path, beam_size: int | None, sample_len: 
     return out
 
 
+def mean_ms(errors: list[float]) -> float | None:
+    return 1000 * sum(errors) / len(errors) if errors else None
+
+
 def evaluate(hyps: dict, tokenizer, data_dir: Path) -> tuple[dict, dict[str, str]]:
     """(scores per language and 'all', hypothesis texts per task)."""
     text, text_en, utt2lang = (read_table(data_dir / f) for f in ("text", "text.en", "utt2lang"))
@@ -155,17 +159,16 @@ def evaluate(hyps: dict, tokenizer, data_dir: Path) -> tuple[dict, dict[str, str
     languages = sorted({utt2lang[u] for u in hyps}) + ["all"]
     scores = {}
     for key in languages:
-        n_ref = sum(c.words for c in [counts["timestamps"][key]])
         scores[key] = {
             "utterances": lid[key][1],
             "lid_accuracy": 100.0 * lid[key][0] / lid[key][1],
             **{f"{task}_wer": counts[task][key].error_rate for task in TASKS},
             **{f"{task}_counts": list(counts[task][key].as_row()) for task in TASKS},
-            "timestamp_start_mae_ms": 1000 * sum(starts[key]) / max(len(starts[key]), 1),
-            "timestamp_end_mae_ms": 1000 * sum(ends[key]) / max(len(ends[key]), 1),
-            "timestamp_mae_ms": 1000 * (sum(starts[key]) + sum(ends[key])) / max(len(starts[key]) + len(ends[key]), 1),
+            "timestamp_start_mae_ms": mean_ms(starts[key]),
+            "timestamp_end_mae_ms": mean_ms(ends[key]),
+            "timestamp_mae_ms": mean_ms(starts[key] + ends[key]),
             "timed_words": len(starts[key]),
-            "reference_words": n_ref,
+            "reference_words": counts["timestamps"][key].words,
         }
     return scores, {task: "".join(f"{u} {t}\n" for u, t in sorted(texts[task].items())) for task in TASKS}
 
@@ -175,10 +178,13 @@ def markdown(scores: dict, title: str) -> str:
             "|language|utts|LID acc %|transcribe WER %|translate WER %|timestamped WER %|"
             "start MAE ms|end MAE ms|mean MAE ms|timed words|",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
     for key, s in scores.items():
         rows.append(f"|{key}|{s['utterances']}|{s['lid_accuracy']:.1f}|{s['transcribe_wer']:.1f}|"
-                    f"{s['translate_wer']:.1f}|{s['timestamps_wer']:.1f}|{s['timestamp_start_mae_ms']:.0f}|"
-                    f"{s['timestamp_end_mae_ms']:.0f}|{s['timestamp_mae_ms']:.0f}|"
+                    f"{s['translate_wer']:.1f}|{s['timestamps_wer']:.1f}|{ms(s['timestamp_start_mae_ms'])}|"
+                    f"{ms(s['timestamp_end_mae_ms'])}|{ms(s['timestamp_mae_ms'])}|"
                     f"{s['timed_words']}/{s['reference_words']}|")
     return "\n".join(rows) + "\n"
 

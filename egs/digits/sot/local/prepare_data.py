@@ -3,12 +3,15 @@ digit strings of two speakers, the second starting 0.5-1.5 s into the first at a
 within 3 dB of it, plus a share (20%) of one-speaker utterances; white noise at 25 dB SNR.
 `text` holds the speakers' transcripts in order of start time joined by " <sc> "; `stm`
 the per-speaker references (speaker ids and times) for cpWER. See speechlm.data.sot.
+With --sources, each set's sources are also written alone into <set>_single (one
+utterance per source, noise at the same SNR): single-talker training data for a baseline,
+and single-speaker test input.
 
 Speakers are drawn as in egs/digits/asr: training speakers are random espeak-ng
 accent+variant pairs, dev mixes held-in (training) speakers, test mixes the same 4 voices
 egs/digits/asr holds out, whose variants no training speaker has.
 
-    python local/prepare_data.py --out data [--train-mixtures 1500] [--seed 0]
+    python local/prepare_data.py --out data [--train-mixtures 1500] [--seed 0] [--sources]
     python local/prepare_data.py --out data --tiny    # a few mixtures per set, for smoke tests
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from speechlm.data.digits import random_voices
 from speechlm.data.sot import plan_mixtures, write_sot_data_dir
-from speechlm.data.synth import list_variants
+from speechlm.data.synth import list_variants, write_synth_data_dir
 
 # egs/digits/asr/local/prepare_data.py's held-out test voices.
 TEST_VOICES = ("en-us-nyc+m8", "en-gb-x-gbclan+klatt4", "en-us+f4", "en-gb-x-rp+m6")
@@ -46,6 +49,8 @@ def main() -> None:
     p.add_argument("--snr", type=snr, default=25.0, help="white noise SNR in dB, or 'none'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--sources", action="store_true",
+                   help="also write every set's sources alone into <set>_single (single-speaker data dirs)")
     p.add_argument("--tiny", action="store_true", help=f"smoke-test sizes, overriding the others: {TINY}")
     args = p.parse_args()
     torch.set_num_threads(1)  # resampling second-long clips: threads only contend (workers are processes)
@@ -67,6 +72,11 @@ def main() -> None:
         two = sum(len(m.sources) == 2 for m in mixtures)
         print(f"{args.out}/{name}: {len(mixtures)} utterances ({two} two-speaker mixtures, "
               f"{len(mixtures) - two} one-speaker) from {len({s.voice for m in mixtures for s in m.sources})} voices")
+        if args.sources:
+            sources = [s for m in mixtures for s in m.sources]
+            write_synth_data_dir(f"{args.out}/{name}_single", sources, sample_rate=16000, noise_snr_db=args.snr,
+                                 seed=args.seed, num_workers=args.num_workers)
+            print(f"{args.out}/{name}_single: {len(sources)} single-speaker utterances (the sources)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Transcribing many files: speechlm vs openai-whisper on the same OpenAI-format checkpoint
 and the same files; identical text required.
 
-    .venv/bin/python bench/whisper.py [--checkpoint tiny.pt] [--beam 5] [--reps 1] [--threads N]
+    .venv/bin/python bench/whisper_transcribe.py [--checkpoint tiny.pt] [--beam 5] [--reps 1] [--threads N]
 
 (a) 32 clips of 2-30 s (synthetic espeak-ng sentences, English and German), (b) two files
 of ~3 min. openai-whisper transcribes one file at a time (`whisper.transcribe`, temperature
@@ -66,7 +66,7 @@ def run_ours(model, tokenizer, audios, beam):
     from speechlm.search.whisper import WhisperSearch
     from speechlm.search.whisper_longform import transcribe_long
 
-    search = WhisperSearch(tokenizer, timestamps=True, beam_size=beam)
+    search = WhisperSearch(tokenizer, timestamps=True, beam_size=beam or None)
     return transcribe_long(model, search, [torch.from_numpy(a) for a in audios], log_mel_spectrogram,
                            model.frontend.n_mels, batch_size=32)
 
