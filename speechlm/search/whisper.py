@@ -202,11 +202,15 @@ class WhisperSearch:
             mask = None if mask is None else mask.repeat_interleave(group, dim=0)
         tokens = torch.tensor(initial, dtype=torch.long, device=memory.device).repeat_interleave(group, dim=0)
         state = decoder.init_state(tokens.shape[0], memory.device, memory=memory, memory_mask=mask)
-        logp_all, state = decoder.step(tokens, state, all_positions=True)
+        # the initial tokens in (at most) two calls: up to <|startoftranscript|>, whose
+        # distribution gives the no-speech probability, then the rest; not one call with
+        # every position's distribution (a long prompt would cost K x V log-probabilities)
+        logp, state = decoder.step(tokens[:, : sot_index + 1], state)
         no_speech = [float("nan")] * n_audio
         if "no_speech" in self.ids:
-            no_speech = logp_all[::group, sot_index, self.ids["no_speech"]].float().exp().tolist()
-        logp = logp_all[:, -1]
+            no_speech = logp[::group, self.ids["no_speech"]].float().exp().tolist()
+        if sot_index + 1 < tokens.shape[1]:
+            logp, state = decoder.step(tokens[:, sot_index + 1:], state)
         filters = self._filters(sample_begin)
         if group == 1:
             return self._greedy(decoder, state, tokens, logp, filters, sample_begin, sample_len, n_ctx, no_speech)

@@ -43,35 +43,35 @@ class TimestampRules:
         self.max_initial_timestamp_index = max_initial_timestamp_index
 
     def __call__(self, tokens: Tensor, scores: Tensor) -> Tensor:
-        scores = scores.clone()
-        scores[:, self.no_timestamps] = float("-inf")
+        """In place (as whisper's filters): the rules need one slice per row, and slices
+        allocate nothing where (N, V) masks would."""
+        inf = float("-inf")
+        scores[:, self.no_timestamps] = inf
         sampled = tokens[:, self.sample_begin:]
         n, length = sampled.shape
-        vocab = torch.arange(scores.shape[1], device=scores.device)
-        is_ts_vocab = (vocab >= self.ts_begin) & (vocab < self.ts_end)
-        if length > 0:
-            is_ts = (sampled >= self.ts_begin) & (sampled < self.ts_end)
-            last = is_ts[:, -1]
-            penultimate = is_ts[:, -2] if length >= 2 else torch.ones_like(last)
-            # after a pair: no timestamp; after a lone timestamp: no text
-            scores[(last & penultimate)[:, None] & is_ts_vocab[None]] = float("-inf")
-            scores[(last & ~penultimate)[:, None] & (vocab < self.eot)[None]] = float("-inf")
-            # no timestamp before the last one (or before last + 1, unless closing a pair)
-            has_ts = is_ts.any(dim=1)
-            last_ts = torch.where(is_ts, sampled, torch.full_like(sampled, -1)).max(dim=1).values
-            bound = torch.where(last & ~penultimate, last_ts, last_ts + 1)  # (N,)
-            below = is_ts_vocab[None] & (vocab[None] < bound[:, None]) & has_ts[:, None]
-            scores[below] = float("-inf")
-        else:
-            scores[:, : self.ts_begin] = float("-inf")
+        if length == 0:
+            scores[:, : self.ts_begin] = inf
             if self.max_initial_timestamp_index is not None:
-                scores[:, self.ts_begin + self.max_initial_timestamp_index + 1:] = float("-inf")
+                scores[:, self.ts_begin + self.max_initial_timestamp_index + 1:] = inf
+        else:
+            is_ts = (sampled >= self.ts_begin) & (sampled < self.ts_end)
+            last = is_ts[:, -1].tolist()
+            penultimate = is_ts[:, -2].tolist() if length >= 2 else [True] * n
+            last_ts = torch.where(is_ts, sampled, torch.full_like(sampled, -1)).max(dim=1).values.tolist()
+            for k in range(n):
+                if last[k]:  # after a pair: no timestamp; after a lone timestamp: no text
+                    if penultimate[k]:
+                        scores[k, self.ts_begin:self.ts_end] = inf
+                    else:
+                        scores[k, : self.eot] = inf
+                if last_ts[k] >= 0:  # no timestamp before the last (before last + 1 unless closing a pair)
+                    bound = last_ts[k] if last[k] and not penultimate[k] else last_ts[k] + 1
+                    scores[k, self.ts_begin:bound] = inf
         # where all timestamps together are likelier than any one text token: a timestamp
         logprobs = torch.log_softmax(scores.float(), dim=-1)
-        ts_logprob = logprobs[:, self.ts_begin:self.ts_end].logsumexp(dim=-1)
-        text_max = logprobs[:, : self.ts_begin].max(dim=-1).values
-        force = ts_logprob > text_max
-        scores[force[:, None] & (vocab < self.ts_begin)[None]] = float("-inf")
+        force = logprobs[:, self.ts_begin:self.ts_end].logsumexp(dim=-1) > logprobs[:, : self.ts_begin].max(dim=-1).values
+        for k in torch.nonzero(force).flatten().tolist():
+            scores[k, : self.ts_begin] = inf
         return scores
 
 

@@ -54,3 +54,11 @@ def test_a_table_missing_an_utterance_is_named(tmp_path):
         batches(data, tables={"km": "km"})
     with pytest.raises(DataDirError, match="missing"):
         batches(data, tables={"x": "nonexistent"})
+
+
+def test_a_table_named_null_is_left_out(tmp_path):
+    """A preset drops a default table by naming it null (conf/data/multitask.yaml's `lang`
+    for data dirs without utt2lang)."""
+    data = make_data_dir(tmp_path)
+    (batch,) = batches(data, tables={"lang": None})
+    assert "lang" not in batch and len(batch["ids"]) == 6

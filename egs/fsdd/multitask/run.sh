@@ -6,7 +6,8 @@
 # finetuned.pt; both are decoded on the held-out speaker (theo, as egs/fsdd/asr) before and
 # after, and checked to load and decode the same in openai-whisper.
 #   ./run.sh [--fsdd-dir DIR] [--stage N] [--stop-stage N] [--tiny true] [--train-args "..."] ...
-# Stages: 1 data (data/synth: espeak-ng digits; data/fsdd: FSDD, theo held out), 3 validate,
+# Stages: 1 data (data/synth: espeak-ng digits; data/fsdd: FSDD, theo held out; training sets
+# also packed into longer utterances, */train_packed, which the models train on), 3 validate,
 # 4 tokenizer (Whisper's multilingual vocabulary), 5 stage A: train + export tiny.pt,
 # 6 stage B: fine-tune from tiny.pt + export finetuned.pt, 7 decode, 8 WER -> exp/RESULTS.md.
 set -euo pipefail
@@ -21,6 +22,8 @@ fsdd_train_per_speaker=300
 fsdd_test_per_speaker=100
 synth_train_voices=300
 synth_train_per_voice=2
+synth_pack_passes=3  # packed training utterances (local/pack_data_dir.py): passes over the utterances
+fsdd_pack_passes=1
 tiny=false           # a few utterances per set (smoke tests)
 nj=2
 pretrain_experiment=whisper_tiny_digits   # conf/experiment/ here
@@ -46,7 +49,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "stage 0: using $fsdd_dir"
   else
     log "stage 0: download FSDD into $fsdd_dir"
-    python ../asr/local/download.py "$fsdd_dir"
+    python "$MAIN_ROOT/egs/fsdd/asr/local/download.py" "$fsdd_dir"
   fi
 fi
 
@@ -58,15 +61,18 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     synth=(--train-voices 8 --train-per-voice 2 --dev-voices 2 --test-per-voice 1)
     fsdd=(--train-per-speaker 4 --dev-per-speaker 1 --test-per-speaker 3)
   fi
-  python ../../digits/asr/local/prepare_data.py --out data/synth "${synth[@]}" --num-workers "$nj"
+  python "$MAIN_ROOT/egs/digits/asr/local/prepare_data.py" --out data/synth "${synth[@]}" --num-workers "$nj"
   # real speech only: no synthetic speakers added to FSDD's training set (--synth-voices 0)
-  python ../asr/local/prepare_data.py --fsdd-dir "$fsdd_dir" --out data/fsdd --test-speakers "$test_speakers" \
+  python "$MAIN_ROOT/egs/fsdd/asr/local/prepare_data.py" --fsdd-dir "$fsdd_dir" --out data/fsdd --test-speakers "$test_speakers" \
     "${fsdd[@]}" --synth-voices 0
+  # 30-s windows cost the same whatever they hold: train on 1-8 utterances per window
+  python local/pack_data_dir.py data/synth/train data/synth/train_packed --passes "$synth_pack_passes"
+  python local/pack_data_dir.py data/fsdd/train data/fsdd/train_packed --passes "$fsdd_pack_passes"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: validate data dirs"
-  for d in synth/train synth/dev synth/test fsdd/train fsdd/dev fsdd/test; do
+  for d in synth/train synth/train_packed synth/dev synth/test fsdd/train fsdd/train_packed fsdd/dev fsdd/test; do
     python -m speechlm.bin.validate_data_dir "data/$d" --audio --sample-rate 16000
   done
 fi
@@ -92,7 +98,7 @@ train() {
   mkdir -p "exp/$tag"
   times > "exp/$tag/times.start"  # in this shell: a $(...) subshell has no children yet
   python -m speechlm.bin.train --config-dir conf experiment="$preset" exp_dir="exp/$tag" \
-    data.train_dir="data/$data/train" data.valid_dir="data/$data/dev" tokenizer_dir=data/tokenizer "$@"
+    data.train_dir="data/$data/train_packed" data.valid_dir="data/$data/dev" tokenizer_dir=data/tokenizer "$@"
   times > "exp/$tag/times.end"
   echo $(( $(date +%s) - start )) > "exp/$tag/train_seconds"
   echo $(( $(cpu_seconds "exp/$tag/times.end") - $(cpu_seconds "exp/$tag/times.start") )) > "exp/$tag/train_cpu_seconds"
