@@ -17,10 +17,15 @@ finished beams running).
 sampled tokens, timestamps included, without <|endoftext|>); `decode` returns the full
 `WhisperResult`s (language, its probabilities, average log-probability, no-speech probability)
 that long-form transcription (`speechlm.search.whisper_longform`) needs.
+
+`ctc_weight > 0` (OWSM's decoding, for a model with an auxiliary CTC head over the transcript:
+transcribe without timestamps only) scores each hypothesis by the decoder and the CTC prefix
+score after the same initial tokens and filters, through the joint CTC/attention beam search
+(`speechlm.search.joint_beam`, beam `beam_size`, greedy = 1); Whisper's ranking is then
+ESPnet's (total weighted score).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +33,13 @@ import torch
 from torch import Tensor
 
 from speechlm.encoders.base import EncoderOutput
-from speechlm.search.whisper_filters import SuppressAtStart, SuppressTokens, TimestampRules, whisper_suppress_ids
+from speechlm.search.joint_beam import joint_beam_search
+from speechlm.search.whisper_filters import (
+    SuppressAtStart,
+    SuppressTokens,
+    TimestampRules,
+    whisper_suppress_ids,
+)
 
 TIME_PRECISION = 0.02  # seconds per timestamp token (<|0.02|> - <|0.00|>)
 N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
@@ -51,7 +62,8 @@ class WhisperSearch:
     `task` (transcribe | translate), `timestamps` (= not without_timestamps), `beam_size`
     (None: greedy), `patience`, `length_penalty`, `suppress_tokens` ("-1": Whisper's
     non-speech symbols), `suppress_blank`, `max_initial_timestamp`, `sample_len` (None: half
-    the decoder's context), `prompt` (previous text: str or ids), `prefix`.
+    the decoder's context), `prompt` (previous text: str or ids), `prefix`; and OWSM's
+    `ctc_weight` (0: Whisper's decoding; see the module docstring).
 
     `tokenizer` is given by the entry points (`speechlm.search.decoding.build_search`)."""
 
@@ -59,7 +71,13 @@ class WhisperSearch:
                  beam_size: int | None = None, patience: float | None = None, length_penalty: float | None = None,
                  suppress_tokens: str | Sequence[int] | None = "-1", suppress_blank: bool = True,
                  max_initial_timestamp: float | None = 1.0, sample_len: int | None = None,
-                 prompt: str | Sequence[int] | None = None, prefix: str | Sequence[int] | None = None):
+                 prompt: str | Sequence[int] | None = None, prefix: str | Sequence[int] | None = None,
+                 ctc_weight: float = 0.0):
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
+        if ctc_weight > 0 and (task != "transcribe" or timestamps):
+            raise ValueError("ctc_weight > 0 (joint CTC/attention decoding) scores the transcript: "
+                             f"task=transcribe without timestamps only, got task={task!r}, timestamps={timestamps}")
         if task not in ("transcribe", "translate"):
             raise ValueError(f"task must be transcribe or translate, got {task!r}")
         if beam_size is not None and beam_size < 1:
@@ -87,6 +105,7 @@ class WhisperSearch:
         self.sample_len = sample_len
         self.prompt = prompt
         self.prefix = prefix
+        self.ctc_weight = ctc_weight
         self.ts_begin = ids["timestamp_begin"]
         self.ts_end = self.ts_begin + N_TIMESTAMPS
         control = [ids[r] for r in ("transcribe", "translate", "sot", "sot_prev", "sot_lm", "no_speech", "blank")
@@ -175,14 +194,20 @@ class WhisperSearch:
         sample_len = self.sample_len or n_ctx // 2
         rows = [self.initial_tokens(langs[i], None if prompts is None else prompts[i], n_ctx, sample_len)
                 for i in range(n)]
-        # rows with the same number of initial tokens are decoded together
+        # rows with the same number of initial tokens (joint CTC/attention: the same initial
+        # tokens) are decoded together
         results: list[WhisperResult | None] = [None] * n
-        for length in sorted({len(r) for r in rows}):
-            group = [i for i in range(n) if len(rows[i]) == length]
+        keys = [tuple(r) if self.ctc_weight > 0 else len(r) for r in rows]
+        for key in sorted(set(keys)):
+            group = [i for i in range(n) if keys[i] == key]
             index = torch.tensor(group, device=memory.device)
-            decoded = self._decode_group(model, memory.index_select(0, index),
-                                         None if mask is None else mask.index_select(0, index),
-                                         [rows[i] for i in group], sample_len, n_ctx)
+            if self.ctc_weight > 0:
+                decoded = self._decode_joint(model, memory.index_select(0, index), lengths.index_select(0, index),
+                                             rows[group[0]])
+            else:
+                decoded = self._decode_group(model, memory.index_select(0, index),
+                                             None if mask is None else mask.index_select(0, index),
+                                             [rows[i] for i in group], sample_len, n_ctx)
             for i, (tokens, sum_logprob, no_speech) in zip(group, decoded):
                 results[i] = WhisperResult(
                     tokens=tokens, text=self.tokenizer.decode(tokens).strip(), language=langs[i],
@@ -215,6 +240,19 @@ class WhisperSearch:
         if group == 1:
             return self._greedy(decoder, state, tokens, logp, filters, sample_begin, sample_len, n_ctx, no_speech)
         return self._beam(decoder, state, tokens, logp, filters, sample_begin, sample_len, n_ctx, no_speech, n_audio)
+
+    def _decode_joint(self, model, memory: Tensor, lengths: Tensor, initial: list[int]) -> list[tuple[list[int], float, float]]:
+        ctc = getattr(model, "ctc", None)
+        if ctc is None:
+            raise ValueError(f"ctc_weight={self.ctc_weight} needs a model with a CTC head; "
+                             f"{type(model).__name__} has none")
+        hyps = joint_beam_search(
+            model.decoder, ctc.log_softmax(memory), memory, lengths, sos=self.sot, eos=self.eot,
+            beam_size=self.beam_size or 1, ctc_weight=self.ctc_weight, maxlenratio=0.0,
+            blank=ctc.blank_id, prefix=initial, logit_filters=self._filters(len(initial)))
+        return [(h[0].tokens, h[0].scores.get("decoder", float("nan")), float("nan")) if h else ([], float("nan"),
+                                                                                             float("nan"))
+                for h in hyps]
 
     def _filtered(self, tokens: Tensor, logp: Tensor, filters) -> Tensor:
         for f in filters:
