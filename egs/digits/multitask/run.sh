@@ -107,7 +107,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   {
     echo "## $tag"
     echo
-    echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPU cores;" \
+    echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) CPU cores;" \
       "training $(cut -d' ' -f1 "$exp/train_seconds" 2>/dev/null || echo '?') s" \
       "($(cut -d' ' -f2 "$exp/train_seconds" 2>/dev/null || echo '?') CPU s, $threads thread(s));" \
       "decoding: ${beam_size:+beam $beam_size}${beam_size:-greedy}, language detected."

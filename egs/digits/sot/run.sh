@@ -139,7 +139,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   done
   {
     echo
-    echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPU cores; training (wall, CPU seconds):"
+    echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) CPU cores; training (wall, CPU seconds):"
     echo
     for tag in $models; do
       echo "    $tag $(cat "exp/$tag/train_seconds" 2>/dev/null || echo '?') s, $(cat "exp/$tag/train_cpu_seconds" 2>/dev/null || echo '?') CPU s"

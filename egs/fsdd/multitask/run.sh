@@ -145,7 +145,7 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   done
   {
     echo
-    echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPU cores;" \
+    echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) CPU cores;" \
       "training (wall, CPU seconds): A $(cat "$A/train_seconds" 2>/dev/null || echo '?') s," \
       "$(cat "$A/train_cpu_seconds" 2>/dev/null || echo '?') CPU s; B $(cat "$B/train_seconds" 2>/dev/null || echo '?') s," \
       "$(cat "$B/train_cpu_seconds" 2>/dev/null || echo '?') CPU s"
