@@ -38,14 +38,17 @@ def test_multitask_recipe_smoke(tmp_path):
         assert (exp / name).exists(), name
     scores = json.loads((exp / "decode_test/scores.json").read_text())["scores"]
     assert set(scores) == {*LANGUAGES, "all"}
-    for key in ("lid_accuracy", "transcribe_wer", "translate_wer", "timestamps_wer", "timestamp_mae_ms"):
+    # the preset has OWSM's CTC head: its greedy and the joint CTC/attention transcripts too
+    for key in ("lid_accuracy", "transcribe_wer", "translate_wer", "timestamps_wer", "timestamp_mae_ms",
+                "ctc_transcribe_wer", "joint_transcribe_wer"):
         assert all(key in s for s in scores.values()), key
     assert scores["all"]["utterances"] == 4 * len(LANGUAGES)
 
     table = (exp / "RESULTS.md").read_text()
     assert "## conformer_multitask" in table
     header = next(line for line in table.splitlines() if line.startswith("|language|"))
-    for column in ("LID acc %", "transcribe WER %", "translate WER %", "timestamped WER %", "mean MAE ms"):
+    for column in ("LID acc %", "transcribe WER %", "translate WER %", "timestamped WER %", "mean MAE ms",
+                   "joint CTC/att. WER %"):
         assert column in header, column
     rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("|") and "---" not in line]
     assert [*LANGUAGES, "all"] == [r for r in rows if r != "language"]

@@ -30,6 +30,8 @@ test_sets="dev test"
 num_avg=3
 beam_size=""         # empty: greedy (Whisper's temperature-0 decoding)
 sample_len=""        # empty: half the decoder's context
+ctc_weight=0.3       # > 0: also OWSM's joint CTC/attention transcript (models with a CTC head)
+joint_beam_size=5
 train_args=""
 append_options="train_args"
 . parse_options.sh
@@ -97,6 +99,7 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   search_args=()
   [ -z "$beam_size" ] || search_args+=(--beam-size "$beam_size")
   [ -z "$sample_len" ] || search_args+=(--sample-len "$sample_len")
+  search_args+=(--ctc-weight "$ctc_weight" --joint-beam-size "$joint_beam_size")
   for d in $test_sets; do
     python local/evaluate.py "$exp/model.avg.ckpt" "data/$d" --out "$exp/decode_$d" "${search_args[@]}"
   done
@@ -110,7 +113,8 @@ if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
     echo "$(date '+%F'), $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) CPU cores;" \
       "training $(cut -d' ' -f1 "$exp/train_seconds" 2>/dev/null || echo '?') s" \
       "($(cut -d' ' -f2 "$exp/train_seconds" 2>/dev/null || echo '?') CPU s, $threads thread(s));" \
-      "decoding: ${beam_size:+beam $beam_size}${beam_size:-greedy}, language detected."
+      "decoding: ${beam_size:+beam $beam_size}${beam_size:-greedy}, language detected;" \
+      "joint CTC/attention: ctc_weight $ctc_weight, beam $joint_beam_size."
     echo
     echo "    ./run.sh --experiment $experiment${train_args:+ --train-args \"$train_args\"}"
     echo

@@ -103,7 +103,7 @@ def timing_errors(ref: list[tuple[float, float, str]], hyp: list[tuple[str, floa
 
 
 def decode(model, tokenizer, data_dir: Path, beam_size: int | None, sample_len: int | None,
-           batch_seconds: float, ctc_weight: float = 0.0) -> dict:
+           batch_seconds: float, ctc_weight: float = 0.0, joint_beam_size: int = 5) -> dict:
     """utt -> {lang (detected), transcribe, translate, timestamps (ids)}."""
     sample_rate = int(getattr(model.frontend, "sample_rate", 16000))
     ds = AudioDataset(data_dir, sample_rate=sample_rate)
@@ -117,7 +117,8 @@ def decode(model, tokenizer, data_dir: Path, beam_size: int | None, sample_len: 
     }
     has_ctc = getattr(model, "ctc", None) is not None
     if has_ctc and ctc_weight > 0:
-        searches[JOINT] = WhisperSearch(tokenizer, task="transcribe", ctc_weight=ctc_weight, **options)
+        searches[JOINT] = WhisperSearch(tokenizer, task="transcribe", ctc_weight=ctc_weight,
+                                        **{**options, "beam_size": joint_beam_size})
     out: dict[str, dict] = {}
     for batch_ids in DurationBucketSampler(ds.durations, batch_seconds, shuffle=False):
         batch = collate_audio([ds[i] for i in batch_ids])
@@ -219,21 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-len", type=int, default=None, help="most tokens per answer (default: half the "
                    "decoder's context)")
     p.add_argument("--ctc-weight", type=float, default=0.0, help="> 0, for a model with a CTC head: also "
-                   "transcribe by OWSM's joint CTC/attention decoding with this weight (beam --beam-size)")
+                   "transcribe by OWSM's joint CTC/attention decoding with this weight")
+    p.add_argument("--joint-beam-size", type=int, default=5, help="beam of the joint CTC/attention decoding")
     p.add_argument("--batch-seconds", type=float, default=60.0, help="audio seconds per decoding batch")
     p.add_argument("--title", help="table title (default: the data dir's name)")
     args = p.parse_args(argv)
     model, tokenizer, _ = load_pretrained(args.checkpoint)
     start = time.time()
     hyps = decode(model, tokenizer, args.data_dir, args.beam_size, args.sample_len, args.batch_seconds,
-                  args.ctc_weight)
+                  args.ctc_weight, args.joint_beam_size)
     elapsed = time.time() - start
     scores, texts = evaluate(hyps, tokenizer, args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     for task, content in texts.items():
         atomic_write_text(args.out / f"hyp_{task}.txt", content)
     meta = {"checkpoint": str(args.checkpoint), "data_dir": str(args.data_dir), "beam_size": args.beam_size,
-            "sample_len": args.sample_len, "ctc_weight": args.ctc_weight,
+            "sample_len": args.sample_len, "ctc_weight": args.ctc_weight, "joint_beam_size": args.joint_beam_size,
             "decode_seconds": round(elapsed, 1)}
     atomic_write_text(args.out / "scores.json", json.dumps({**meta, "scores": scores}, indent=1) + "\n")
     table = markdown(scores, args.title or args.data_dir.name)
