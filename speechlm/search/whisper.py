@@ -241,7 +241,10 @@ class WhisperSearch:
             return self._greedy(decoder, state, tokens, logp, filters, sample_begin, sample_len, n_ctx, no_speech)
         return self._beam(decoder, state, tokens, logp, filters, sample_begin, sample_len, n_ctx, no_speech, n_audio)
 
-    def _decode_joint(self, model, memory: Tensor, lengths: Tensor, initial: list[int]) -> list[tuple[list[int], float, float]]:
+    def _decode_joint(self, model, memory: Tensor, lengths: Tensor,
+                      initial: list[int]) -> list[tuple[list[int], float, float]]:
+        """(tokens, the decoder's sum of log-probabilities, no-speech probability: NaN) per row;
+        a hypothesis is at most as long as its encoder frames (ESPnet's maxlenratio 0)."""
         ctc = getattr(model, "ctc", None)
         if ctc is None:
             raise ValueError(f"ctc_weight={self.ctc_weight} needs a model with a CTC head; "
@@ -250,9 +253,8 @@ class WhisperSearch:
             model.decoder, ctc.log_softmax(memory), memory, lengths, sos=self.sot, eos=self.eot,
             beam_size=self.beam_size or 1, ctc_weight=self.ctc_weight, maxlenratio=0.0,
             blank=ctc.blank_id, prefix=initial, logit_filters=self._filters(len(initial)))
-        return [(h[0].tokens, h[0].scores.get("decoder", float("nan")), float("nan")) if h else ([], float("nan"),
-                                                                                             float("nan"))
-                for h in hyps]
+        nan = float("nan")
+        return [(h[0].tokens, h[0].scores.get("decoder", nan), nan) if h else ([], nan, nan) for h in hyps]
 
     def _filtered(self, tokens: Tensor, logp: Tensor, filters) -> Tensor:
         for f in filters:
