@@ -45,6 +45,12 @@ def build(cfg: DictConfig, resuming: bool = False):
     if tokenizer is not None:
         cfg.vocab_size = tokenizer.vocab_size
         cfg.special_ids = tokenizer.special_ids
+    elif OmegaConf.is_missing(cfg, "vocab_size"):
+        # No text (pretraining): groups composed by default (the attention decoder) may
+        # still name the vocabulary; the model decides whether it needs one.
+        cfg.vocab_size = None
+        if OmegaConf.is_missing(cfg, "special_ids"):
+            cfg.special_ids = {}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     L.seed_everything(cfg.seed, verbose=False)
     model = build_model(resolved["model"], initialize=not resuming)

@@ -7,6 +7,8 @@ Any module node of a model config may say where its starting weights come from:
       encoder:  {..., init_from: {checkpoint: x.ckpt, prefix: encoder.}}  # another part's
       encoder:  {..., init_from: {checkpoint: valid.acc.ave.pth, format: espnet}}
       model:    {..., init_from: tiny.pt}    # an OpenAI Whisper checkpoint (format: openai), converted
+      encoder:  {..., init_from: {checkpoint: wav2vec2-base/, format: hf}}  # HF wav2vec2/HuBERT/WavLM
+      frontend: {..., init_from: {checkpoint: wav2vec2-base/, format: hf}}  # its CNN
       normalize: {_target_: speechlm.features.GlobalCMVN.empty, dim: 80, init_from: data/cmvn.npz}
 
 `build_model(cfg, initialize=True)` (training, from scratch) instantiates the config without
@@ -99,14 +101,20 @@ def checkpoint_state_dict(path: str | Path, fmt: str = "speechlm") -> dict[str, 
     (Lightning's, `model.` prefix removed, or an averaged/converted one), with
     `fmt="espnet"` an ESPnet ASR model file converted (`speechlm.interop.espnet_asr`), with
     `fmt="openai"` an OpenAI Whisper checkpoint ({"dims", "model_state_dict"}: `tiny.pt`)
-    converted (`speechlm.interop.whisper`); the default format also recognises the latter."""
+    converted (`speechlm.interop.whisper`); the default format also recognises the latter.
+    `fmt="hf"`: a Hugging Face wav2vec 2.0 / HuBERT / WavLM directory (config.json + weights)
+    converted (`speechlm.interop.hf_wav2vec2`: keys `frontend.*`, `encoder.*`, `mask_emb`, ...)."""
+    if fmt == "hf":
+        from speechlm.interop.hf_wav2vec2 import load_hf
+
+        return dict(load_hf(path)[2])
     state = torch.load(path, map_location="cpu", weights_only=True)
     if fmt == "espnet":
         from speechlm.interop.espnet_asr import espnet_asr_state_dict_to_ours
 
         return espnet_asr_state_dict_to_ours(state)
     if fmt not in ("speechlm", "openai"):
-        raise ValueError(f"init_from format {fmt!r}: speechlm, espnet or openai")
+        raise ValueError(f"init_from format {fmt!r}: speechlm, espnet, openai or hf")
     from speechlm.interop.whisper import is_openai_checkpoint, openai_state_dict_to_ours
 
     if is_openai_checkpoint(state):
