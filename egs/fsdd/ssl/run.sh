@@ -45,13 +45,13 @@ fi
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   if [ -d "$fsdd_dir/recordings" ]; then log "stage 0: using $fsdd_dir"
-  else log "stage 0: download FSDD into $fsdd_dir"; python ../asr/local/download.py "$fsdd_dir"; fi
+  else log "stage 0: download FSDD into $fsdd_dir"; python "$MAIN_ROOT/egs/fsdd/asr/local/download.py" "$fsdd_dir"; fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: labelled connected digits (egs/fsdd/asr's data: train, dev, test=$test_speakers) and subsets"
   size=(); [ "$tiny" = true ] && size=(--train-per-speaker 10 --dev-per-speaker 2 --test-per-speaker 8)
-  python ../asr/local/prepare_data.py --fsdd-dir "$fsdd_dir" --out data --test-speakers "$test_speakers" "${size[@]}"
+  python "$MAIN_ROOT/egs/fsdd/asr/local/prepare_data.py" --fsdd-dir "$fsdd_dir" --out data --test-speakers "$test_speakers" "${size[@]}"
   n=$(wc -l < data/train/wav.scp)
   for f in $fractions; do
     [ "$f" = 100 ] && { rm -rf data/train_100; cp -r data/train data/train_100; continue; }
@@ -65,7 +65,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   # The asr recipe's own synthetic speakers (8 kHz like FSDD, same levels); its FSDD splits
   # are rebuilt identically in data/synth_prep and only train_synth is kept.
   size=(); [ "$tiny" = true ] && size=(--train-per-speaker 2 --dev-per-speaker 1 --test-per-speaker 1)
-  python ../asr/local/prepare_data.py --fsdd-dir "$fsdd_dir" --out data/synth_prep --test-speakers "$test_speakers" \
+  python "$MAIN_ROOT/egs/fsdd/asr/local/prepare_data.py" --fsdd-dir "$fsdd_dir" --out data/synth_prep --test-speakers "$test_speakers" \
     --synth-voices "$synth_voices" --synth-per-voice "$synth_per_voice" "${size[@]}"
   python local/unlabelled.py data/pretrain data/train data/synth_prep/train_synth
   python local/unlabelled.py data/dev_audio data/dev

@@ -17,7 +17,13 @@ Two places the targets can come from:
   `Wav2Vec2Encoder`, or a Conformer / E-Branchformer with input_layer linear);
 - any other frontend (fbank + CMVN): the encoder stem's unmasked output (after a
   Conformer's conv2d subsampling), as w2v-Conformer (Zhang et al. 2020) takes its targets
-  from the subsampled features; no feature penalty then. Parameter names are fairseq's / HF's where they have one (`mask_emb`
+  from the subsampled features; no feature penalty then. Those are layer-normalised (no
+  learned scale) and detached before the quantizer: left to shape its own targets, the stem
+  grew its output (std ~300 after 3 epochs on egs/fsdd/ssl), saturating the Gumbel softmax,
+  and the codebook collapsed to ~5 of 128 codes (all targets alike: every negative is the
+  positive, and the contrastive loss vanishes); normalised but not detached, it still
+  collapsed on a small batch (2 of 32 codes in 60 steps). Detached, only the quantizer
+  learns from the targets, under the diversity loss (13-16 of 32 codes in that test). Parameter names are fairseq's / HF's where they have one (`mask_emb`
 = HF masked_spec_embed, `quantizer`, `project_q`, `final_proj` = HF project_hid), so
 `speechlm.interop.hf_wav2vec2` exports a pretrained model to `Wav2Vec2ForPreTraining`.
 
@@ -73,6 +79,7 @@ class Wav2Vec2PretrainModel(nn.Module):
         d_model = encoder.output_size()
         self.cnn_targets = hasattr(frontend, "extract")
         feat_dim = frontend.output_size() if self.cnn_targets else d_model
+        self.target_norm = None if self.cnn_targets else nn.LayerNorm(d_model, elementwise_affine=False)
         quantizer_dim = quantizer_dim or final_dim
         self.mask_emb = nn.Parameter(torch.empty(d_model).uniform_())
         self.quantizer = GumbelVectorQuantizer(feat_dim, quantizer_groups, quantizer_vars, quantizer_dim,
@@ -101,7 +108,7 @@ class Wav2Vec2PretrainModel(nn.Module):
             feats, lengths = frontend_features(audio, lengths, self.frontend, self.normalize)
             feature_pen = feats.new_zeros((), dtype=torch.float32)
         stem = self.encoder.stem(feats, lengths)
-        z = feats if self.cnn_targets else stem.x
+        z = feats if self.cnn_targets else self.target_norm(stem.x.detach())
         if z.shape[1] != stem.x.shape[1]:
             raise ValueError(f"the encoder's stem changes the frame rate ({z.shape[1]} -> {stem.x.shape[1]} "
                              "frames): with a CNN frontend the targets are its frames; use input_layer linear")
@@ -110,7 +117,7 @@ class Wav2Vec2PretrainModel(nn.Module):
         enc = self.encoder.blocks(masked)
         b = z.shape[0]
         m = int(mask[0].sum())  # the same in every row (same_count)
-        targets = self.dropout_features(z)[mask]  # (B*M, C), row-major: utterance by utterance
+        targets = self.dropout_features(z[mask])  # (B*M, C), row-major: utterance by utterance
         q = self.quantizer(targets)
         y = self.project_q(q.quantized).view(b, m, -1)
         c = self.final_proj(enc.output[mask]).view(b, m, -1)
