@@ -7,7 +7,7 @@
 # 100% of the labelled FSDD training utterances, against the same model from scratch at the
 # same number of updates. The label-efficiency table goes to exp/RESULTS.md.
 #   ./run.sh [--fsdd-dir DIR] [--stage N] [--stop-stage N] [--objectives "wav2vec2 hubert_it1 hubert_it2 best_rq"]
-#            [--fractions "1 10 100"] [--jobs 2] [--tiny true]
+#            [--fractions "1 10 100"] [--test-sets "test dev"] [--jobs 2] [--tiny true]
 # Stages: 0 FSDD, 1 labelled data + subsets, 2 unlabelled pretraining data, 3 validate +
 # CMVN, 4 tokenizer, 5 HuBERT iteration-1 labels (MFCC k-means), 6 pretraining (HuBERT
 # iteration 2's labels from the iteration-1 model between its runs), 7 fine-tuning, 8 decode
@@ -24,6 +24,7 @@ synth_voices=800       # espeak-ng speakers (accent + variant pairs; 832 exist) 
 synth_per_voice=3
 objectives="hubert_it1 hubert_it2 wav2vec2 best_rq"
 fractions="1 10 100"   # percent of the labelled FSDD training utterances
+test_sets="test dev"   # decoded in stage 8 (test: the held-out speaker)
 clusters=100           # k-means k for HuBERT's labels
 kmeans_percent=50      # share of the pretraining utterances k-means learns from
 it2_layer=2            # the iteration-1 encoder layer clustered for iteration 2
@@ -164,12 +165,12 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
 fi
 
 if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
-  log "stage 8: decode dev and test (CTC greedy), score, label-efficiency table"
+  log "stage 8: decode $test_sets (CTC greedy), score, label-efficiency table"
   for init in scratch $objectives; do
     for f in $fractions; do
       exp=exp/ft_${init}_$f
       python -m speechlm.bin.average_checkpoints "$exp" --num 3 > /dev/null
-      for d in dev test; do
+      for d in $test_sets; do
         python -m speechlm.bin.decode checkpoint="$exp/model.avg.ckpt" data_dir="data/$d" out_dir="$exp/decode_$d" > /dev/null
         python -m speechlm.bin.score "$exp/decode_$d" --results-md "$exp/RESULTS.md" --dataset "$d" > /dev/null
       done

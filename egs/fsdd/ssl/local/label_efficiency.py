@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from speechlm.atomic import atomic_write_text
 from speechlm.scoring.trn import read_trn
 from speechlm.scoring.wer import score_corpus, sum_counts
 
@@ -35,7 +36,7 @@ def main() -> None:
     p.add_argument("exp", type=Path)
     p.add_argument("--inits", required=True)
     p.add_argument("--fractions", required=True)
-    p.add_argument("--out", type=Path, help="append the tables to this markdown file")
+    p.add_argument("--out", type=Path, help="write the tables to this markdown file (replaced)")
     args = p.parse_args()
     inits, fractions = args.inits.split(), args.fractions.split()
     lines = []
@@ -50,11 +51,11 @@ def main() -> None:
         lines.append("")
     lines += ["fine-tuning seconds: " + ", ".join(
         f"{init} {f}%: {seconds(args.exp / f'ft_{init}_{f}' / 'train_seconds')}" for init in inits for f in fractions), ""]
-    text = "\n".join(lines)
-    print(text)
+    text = "## Label efficiency\n\n" + "\n".join(lines) + "\n"
     if args.out:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write("## Label efficiency\n\n" + text + "\n")
+        atomic_write_text(args.out, text)
+    else:
+        print(text)
 
 
 if __name__ == "__main__":
