@@ -25,6 +25,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from speechlm.atomic import atomic_write_text
 from speechlm.models.build import build_model
@@ -47,7 +48,12 @@ def build(cfg: DictConfig, resuming: bool = False):
         cfg.special_ids = tokenizer.special_ids
     elif OmegaConf.is_missing(cfg, "vocab_size"):
         # No text (pretraining): groups composed by default (the attention decoder) may
-        # still name the vocabulary; the model decides whether it needs one.
+        # still name the vocabulary, which is fine as long as the model does not.
+        try:
+            OmegaConf.to_container(cfg.model, resolve=True)
+        except (MissingMandatoryValue, InterpolationToMissingValueError) as e:
+            raise ValueError(f"the model needs a tokenizer ({e.full_key} reads it) but tokenizer_dir is null; "
+                             "give tokenizer_dir=DIR (speechlm.bin.train_tokenizer)") from None
         cfg.vocab_size = None
         if OmegaConf.is_missing(cfg, "special_ids"):
             cfg.special_ids = {}

@@ -89,3 +89,12 @@ def test_export_hf_refuses_a_model_without_the_cnn(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(tmp_path / "exp/checkpoints/last.ckpt"), str(tmp_path / "hf")]) == 1
+
+
+def test_a_model_that_needs_a_vocabulary_says_so_without_a_tokenizer(tmp_path):
+    data = make_data_dir(tmp_path, speakers=("spkA",), per_speaker=2)
+    proc = subprocess.run([sys.executable, "-m", "speechlm.bin.train", "data=audio_only", "tokenizer_dir=null",
+                           "normalize=utterance_mvn", f"data.train_dir={data}", f"data.valid_dir={data}",
+                           f"exp_dir={tmp_path / 'exp'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "model.vocab_size reads it) but tokenizer_dir is null" in proc.stderr
