@@ -23,25 +23,24 @@ from speechlm.train.pretrained import load_pretrained
 
 PRETRAINING = ("mask_emb", "quantizer.codevectors", "quantizer.weight_proj.weight", "quantizer.weight_proj.bias",
                "project_q.weight", "project_q.bias", "final_proj.weight", "final_proj.bias")
+# wav2vec 2.0 pretraining options (conf/model/wav2vec2_pretrain.yaml) -> HF config keys
+PRETRAINING_OPTIONS = {"num_negatives": "num_negatives", "logit_temp": "contrastive_logits_temperature",
+                       "mask_prob": "mask_time_prob", "mask_length": "mask_time_length",
+                       "min_masks": "mask_time_min_masks", "diversity_weight": "diversity_loss_weight"}
 
 
-def hf_parts(model) -> tuple[dict, dict]:
-    """(extras keyed as `speechlm.interop.hf_wav2vec2` names them, HF config overrides) of a
-    speechlm model."""
-    state = model.state_dict()
-    from speechlm.models.ssl.wav2vec2 import Wav2Vec2PretrainModel
-
-    if isinstance(model, Wav2Vec2PretrainModel):
-        q = model.quantizer
-        overrides = {"max_gumbel_temperature": q.max_temperature, "min_gumbel_temperature": q.min_temperature,
-                     "gumbel_temperature_decay": q.temperature_decay,"num_negatives": model.num_negatives, "contrastive_logits_temperature": model.logit_temp,
-                     "mask_time_prob": model.mask_prob, "mask_time_length": model.mask_length,
-                     "mask_time_min_masks": model.min_masks, "diversity_loss_weight": model.diversity_weight}
+def hf_parts(state: dict, model_config: dict) -> tuple[dict, dict]:
+    """(extras keyed as `speechlm.interop.hf_wav2vec2` names them, HF config overrides) from a
+    model's state_dict and its config: with the whole quantizer and both projections, what
+    `Wav2Vec2ForPreTraining` holds and its training options; otherwise a CTC head and the
+    mask embedding, where the model has them."""
+    if all(k in state for k in PRETRAINING):
+        overrides = {hf: model_config[ours] for ours, hf in PRETRAINING_OPTIONS.items() if ours in model_config}
+        if "quantizer_temperature" in model_config:
+            names = ("max_gumbel_temperature", "min_gumbel_temperature", "gumbel_temperature_decay")
+            overrides.update(zip(names, model_config["quantizer_temperature"]))
         return {k: state[k] for k in PRETRAINING}, overrides
-    extras = {k: state[k] for k in ("ctc.ctc_lo.weight", "ctc.ctc_lo.bias") if k in state}
-    if "mask_emb" in state:
-        extras["mask_emb"] = state["mask_emb"]
-    return extras, {}
+    return {k: state[k] for k in ("ctc.ctc_lo.weight", "ctc.ctc_lo.bias", "mask_emb") if k in state}, {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,13 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="HF model type (default: wavlm for a WavLM encoder, else wav2vec2)")
     args = p.parse_args(argv)
     try:
-        model, _, _ = load_pretrained(args.checkpoint)
-        frontend, encoder = getattr(model, "frontend", None), getattr(model, "encoder", None)
-        if frontend is None or not hasattr(frontend, "conv_config"):
-            raise ValueError(f"{args.checkpoint}: the model's frontend is not wav2vec 2.0's CNN "
-                             f"({type(frontend).__name__}); HF's wav2vec2 family needs one")
-        extras, overrides = hf_parts(model)
-        config = save_hf(args.out, frontend, encoder, extras, args.model_type, overrides)
+        model, _, config = load_pretrained(args.checkpoint)
+        extras, overrides = hf_parts(model.state_dict(), config["model"])
+        config = save_hf(args.out, model.frontend, model.encoder, extras, args.model_type, overrides)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -48,7 +48,9 @@ import torch
 from torch import Tensor, nn
 
 from speechlm.atomic import atomic_path, atomic_write_text
+from speechlm.encoders.wav2vec2 import ConvFeatureEncoder
 from speechlm.encoders.wavlm import WavLMEncoder
+from speechlm.interop.key_templates import rename_keys
 from speechlm.interop.whisper import load_checked
 from speechlm.models.build import build_model
 
@@ -100,25 +102,6 @@ def key_table(layer_norm_first: bool) -> list[tuple[str, str]]:
         ("project_hid.{p}", "final_proj.{p}"),
         ("lm_head.{p}", "ctc.ctc_lo.{p}"),
     ]
-
-
-def _pattern(template: str) -> re.Pattern:
-    return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)"))
-
-
-def rename(state: Mapping[str, Tensor], table: list[tuple[str, str]], reverse: bool, what: str) -> dict[str, Tensor]:
-    """Each key renamed by the first pair whose one side matches it whole; others: ValueError."""
-    pairs = [(_pattern(b if reverse else a), a if reverse else b) for a, b in table]
-    out = {}
-    for key, value in state.items():
-        for pattern, target in pairs:
-            m = pattern.fullmatch(key)
-            if m:
-                out[target.format(**m.groupdict())] = value
-                break
-        else:
-            raise ValueError(f"{what}: unexpected key '{key}'")
-    return out
 
 
 _QKV = re.compile(r"(?P<module>.*\.attention)\.(?P<which>[qkv])_proj\.(?P<p>weight|bias)")
@@ -205,7 +188,7 @@ def hf_state_dict_to_speechlm(state_dict: Mapping[str, Tensor], layer_norm_first
         key = key.removeprefix(prefix)
         key = re.sub(r"conv\.weight_g$", f"{_WEIGHT_NORM}0", re.sub(r"conv\.weight_v$", f"{_WEIGHT_NORM}1", key))
         sd[key] = value
-    return rename(fuse_qkv(sd), key_table(layer_norm_first), False, source)
+    return rename_keys(fuse_qkv(sd), key_table(layer_norm_first), False, source)
 
 
 def hf_to_speechlm(state_dict: Mapping[str, Tensor],
@@ -240,6 +223,9 @@ def speechlm_to_hf_config(frontend: nn.Module, encoder: nn.Module, extras: Mappi
                           model_type: str | None = None) -> dict[str, Any]:
     """The HF config dict (config.json) of our parts; the class it describes: `architectures`."""
     extras = dict(extras or {})
+    if not isinstance(frontend, ConvFeatureEncoder):
+        raise ValueError(f"the frontend is {type(frontend).__name__}, not wav2vec 2.0's CNN (ConvFeatureEncoder): "
+                         "HF's wav2vec2 family has no other")
     model_type = _model_type(encoder, model_type)
     conv = frontend.conv_config
     config: dict[str, Any] = {
@@ -299,7 +285,7 @@ def speechlm_to_hf(frontend: nn.Module, encoder: nn.Module, extras: Mapping[str,
     config.update(config_overrides or {})
     ours = {**{f"frontend.{k}": v for k, v in frontend.state_dict().items()},
             **{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **extras}
-    state = split_qkv(rename(ours, key_table(encoder.layer_norm_first), True, "speechlm parts"))
+    state = split_qkv(rename_keys(ours, key_table(encoder.layer_norm_first), True, "speechlm parts"))
     if not config["architectures"][0].endswith("Model"):
         state = {f"{PREFIXES[config['model_type']]}{k}" if not k.startswith(("quantizer.", "project_", "lm_head."))
                  else k: v for k, v in state.items()}

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from speechlm.atomic import atomic_path
+from speechlm.interop.key_templates import rename_keys
 from speechlm.models.build import build_model
 
 log = logging.getLogger(__name__)
@@ -89,35 +89,14 @@ HF_KEYS = [
 ]
 
 
-def _pattern(template: str) -> re.Pattern:
-    return re.compile(re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)"))
-
-
-def _rename(state_dict: Mapping[str, Tensor], table: list[tuple[str, str]], reverse: bool,
-            what: str) -> dict[str, Tensor]:
-    """Every key renamed by the first template pair whose one side matches it whole;
-    a key no template matches is an error naming it."""
-    pairs = [(_pattern(b if reverse else a), a if reverse else b) for a, b in table]
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, target in pairs:
-            m = pattern.fullmatch(key)
-            if m:
-                out[target.format(**m.groupdict())] = value
-                break
-        else:
-            raise ValueError(f"{what}: unexpected key '{key}' (not a Whisper encoder/decoder tensor)")
-    return out
-
-
 def openai_state_dict_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """OpenAI `model_state_dict` -> `MultitaskModel` state_dict (module docstring)."""
-    return _rename(state_dict, OPENAI_KEYS, False, "OpenAI Whisper state_dict")
+    return rename_keys(state_dict, OPENAI_KEYS, False, "OpenAI Whisper state_dict (not a Whisper encoder/decoder tensor)")
 
 
 def ours_to_openai_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """`MultitaskModel` (WhisperEncoder + MultitaskDecoder) state_dict -> OpenAI's."""
-    return _rename(state_dict, OPENAI_KEYS, True, "speechlm Whisper state_dict")
+    return rename_keys(state_dict, OPENAI_KEYS, True, "speechlm Whisper state_dict")
 
 
 def hf_state_dict_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -129,13 +108,13 @@ def hf_state_dict_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]
     if proj is not None and embed is not None and not torch.equal(proj, embed):
         raise ValueError("proj_out.weight differs from model.decoder.embed_tokens.weight: an untied output "
                          "layer has no place in MultitaskDecoder (its logits use the token embedding)")
-    return _rename(sd, HF_KEYS, False, "Hugging Face Whisper state_dict")
+    return rename_keys(sd, HF_KEYS, False, "Hugging Face Whisper state_dict")
 
 
 def _source_name(key: str, table: list[tuple[str, str]]) -> str:
     """Our key -> its name in the source the table maps from (the key itself if none)."""
     try:
-        return next(iter(_rename({key: None}, table, True, "")))
+        return next(iter(rename_keys({key: None}, table, True, "")))
     except ValueError:
         return key
 
