@@ -22,7 +22,7 @@ SAMPLE_RATE = 16000
 
 def speak16k(text: str, voice: str) -> np.ndarray:
     from speechlm.data.audio import resample
-    from speechlm.data.synth import speak
+    from speechlm.data.espeak import speak
 
     audio, sr = speak(text, voice=voice)
     return resample(torch.from_numpy(audio), sr, SAMPLE_RATE).numpy()

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from speechlm.data.digits import ACCENTS, DIGITS, digit_string_utterances, random_voices, speaker_id
-from speechlm.data.synth import list_variants
+from speechlm.data.espeak import list_variants
 
 
 def test_prompts_are_valid_and_seeded():

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechlm.data import synth
+from speechlm.data import espeak, synth
 from speechlm.data.digits import DIGITS
 from speechlm.data.kaldi_dir import read_table
 from speechlm.data.multilingual_digits import (ACCENTS, DIGIT_WORDS, LANGUAGES, language_of,
                                                multilingual_digit_utterances, random_voices, to_english)
-from speechlm.data.synth import list_voices, speak, speak_with_word_times
+from speechlm.data.espeak import list_voices, speak, speak_with_word_times
 from speechlm.data.validate import validate_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,8 +101,8 @@ def test_data_dir_ctm_holds_the_words_with_their_times(tmp_path):
 
 def ipa(words, voice: str) -> list[str]:
     """espeak-ng's IPA for each of `words` as `voice` would say it."""
-    with synth._fresh_espeak() as (lib, _):
-        synth._set_voice(lib, voice)
+    with espeak._fresh_espeak() as (lib, _):
+        espeak._set_voice(lib, voice)
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         # text UTF-8 (1), phonemes in IPA (2)

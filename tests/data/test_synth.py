@@ -12,8 +12,8 @@ import torch
 import torchaudio
 
 from speechlm.data import synth
-from speechlm.data.synth import (DEFAULT_VOICES, SynthUtterance, list_variants, list_voices, speak,
-                                 write_synth_data_dir)
+from speechlm.data.espeak import DEFAULT_VOICES, list_variants, list_voices, speak
+from speechlm.data.synth import SynthUtterance, write_synth_data_dir
 
 COUNT = "one two three four five"
 PANGRAM = "the quick brown fox jumps over the lazy dog"

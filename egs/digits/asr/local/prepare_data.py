@@ -13,7 +13,8 @@ import argparse
 import random
 
 from speechlm.data.digits import digit_string_utterances, random_voices
-from speechlm.data.synth import list_variants, write_synth_data_dir
+from speechlm.data.espeak import list_variants
+from speechlm.data.synth import write_synth_data_dir
 
 TEST_VOICES = ("en-us-nyc+m8", "en-gb-x-gbclan+klatt4", "en-us+f4", "en-gb-x-rp+m6")
 

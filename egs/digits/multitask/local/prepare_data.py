@@ -24,7 +24,8 @@ from pathlib import Path
 from speechlm.data.kaldi_dir import write_table
 from speechlm.data.multilingual_digits import (LANGUAGES, language_of, multilingual_digit_utterances,
                                                random_voices, to_english)
-from speechlm.data.synth import list_variants, write_synth_data_dir
+from speechlm.data.espeak import list_variants
+from speechlm.data.synth import write_synth_data_dir
 
 # Test speakers, held out: their variants are in no language's training pool. English is
 # egs/digits/asr's test set.

@@ -23,7 +23,8 @@ import torch
 
 from speechlm.data.digits import random_voices
 from speechlm.data.sot import plan_mixtures, write_sot_data_dir
-from speechlm.data.synth import list_variants, write_synth_data_dir
+from speechlm.data.espeak import list_variants
+from speechlm.data.synth import write_synth_data_dir
 
 # egs/digits/asr/local/prepare_data.py's held-out test voices.
 TEST_VOICES = ("en-us-nyc+m8", "en-gb-x-gbclan+klatt4", "en-us+f4", "en-gb-x-rp+m6")

@@ -38,7 +38,8 @@ from speechlm.data.audio import resample
 from speechlm.data.combine import combine_data_dirs
 from speechlm.data.digits import DIGITS, digit_string_utterances, random_voices
 from speechlm.data.kaldi_dir import DataDir
-from speechlm.data.synth import list_variants, write_synth_data_dir
+from speechlm.data.espeak import list_variants
+from speechlm.data.synth import write_synth_data_dir
 
 RATE = 16000
 
