@@ -7,8 +7,8 @@
 # 100% of the labelled FSDD training utterances, against the same model from scratch at the
 # same number of updates. The label-efficiency table goes to exp/RESULTS.md.
 #   ./run.sh [--fsdd-dir DIR] [--stage N] [--stop-stage N] [--objectives "wav2vec2 hubert_it1 hubert_it2 best_rq"]
-#            [--fractions "1 10 100"] [--test-sets "test dev"] [--jobs 2] [--tiny true]
-# Stages: 0 FSDD, 1 labelled data + subsets, 2 unlabelled pretraining data, 3 validate +
+#            [--fractions "1 10 100"] [--test-sets "test dev"] [--jobs 2] [--speed-perturb true] [--tiny true]
+# Stages: 0 FSDD, 1 labelled data + subsets (speed-perturbed 3-way), 2 unlabelled pretraining data, 3 validate +
 # CMVN, 4 tokenizer, 5 HuBERT iteration-1 labels (MFCC k-means), 6 pretraining (HuBERT
 # iteration 2's labels from the iteration-1 model between its runs), 7 fine-tuning, 8 decode
 # + score + table.
@@ -29,6 +29,7 @@ clusters=100           # k-means k for HuBERT's labels
 kmeans_percent=50      # share of the pretraining utterances k-means learns from
 it2_layer=2            # the iteration-1 encoder layer clustered for iteration 2
 jobs=2                 # trainings run side by side (one torch thread each)
+speed_perturb=true     # fine-tuning on the 3-way speed-perturbed subsets (0.9/1.0/1.1), scratch and pretrained alike
 freeze_steps=0         # a pretrained encoder frozen for the first N updates (only the CTC head trains); 300 helps at 1%
 finetune_inits=""      # stage 7-8: the encoders to fine-tune (default: scratch and every objective)
 tiny=false             # smoke test: a few utterances, a few updates
@@ -61,6 +62,9 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
     k=$(( (n * f + 99) / 100 ))
     python -m speechlm.bin.subset_data_dir data/train "data/train_$f" --random "$k" --seed 0
   done
+  if [ "$speed_perturb" = true ]; then
+    for f in $fractions; do python -m speechlm.bin.perturb_speed "data/train_$f" "data/train_${f}_sp"; done
+  fi
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
@@ -144,13 +148,14 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
 fi
 
 finetune() {  # INIT FRACTION: exp/ft_INIT_FRACTION
-  local init=$1 f=$2 exp=exp/ft_$1_$2 args=() start
+  local init=$1 f=$2 exp=exp/ft_$1_$2 args=() start train=data/train_$2
+  [ "$speed_perturb" = true ] && train=${train}_sp
   [ "$init" = scratch ] || args=(encoder.init_from="exp/pretrain_$init/model.avg.ckpt"
                                  "+optim.groups.encoder.freeze_steps=$freeze_steps")
   start=$(date +%s)
   # shellcheck disable=SC2086
   python -m speechlm.bin.train --config-dir conf experiment=finetune_ctc exp_dir="$exp" \
-    data.train_dir="data/train_$f" data.valid_dir=data/dev tokenizer_dir=data/tokenizer cmvn_stats=data/cmvn.npz \
+    data.train_dir="$train" data.valid_dir=data/dev tokenizer_dir=data/tokenizer cmvn_stats=data/cmvn.npz \
     "${args[@]}" $finetune_args > "$exp.log" 2>&1 || { log "fine-tuning $init on $f% failed: see $exp.log"; return 1; }
   echo "$(( $(date +%s) - start ))" > "$exp/train_seconds"
 }
