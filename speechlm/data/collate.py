@@ -65,9 +65,19 @@ def collate_audio(items: list[dict[str, Any]]) -> dict[str, Any]:
         Every other key ``k`` whose values are 1-D tensors (e.g. HuBERT's per-frame ``km``)
         comes back padded, as ``k`` (B, L_max) (integers padded with ``IGNORE_ID``, floats
         with 0) and ``k_lens`` (B,); any other values as ``k``: list of the B values.
+        Items marked bad (a ``bad`` key: the reason) are left out and listed in
+        ``dropped``: [(id, reason)]; if all are, the batch is ``{"ids": [], "dropped"}``.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
+    dropped = [(item["id"], item["bad"]) for item in items if "bad" in item]
+    if dropped:  # bad utterances (speechlm.data.dataset.AudioDataset): listed, not batched
+        items = [item for item in items if "bad" not in item]
+        if not items:
+            return {"ids": [], "dropped": dropped}
+        batch = collate_audio(items)
+        batch["dropped"] = dropped
+        return batch
     for key in ("id", "audio"):
         if not _require_all_or_none(items, key):
             raise ValueError(f"every item needs an {key!r} key")
@@ -97,3 +107,26 @@ def collate_audio(items: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             batch[key] = values
     return batch
+
+
+def select_rows(batch: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The batch of the utterances at `rows` (a 1-D long tensor of row indices): tensors and
+    lists with one entry per utterance are indexed, anything else is kept as it is."""
+    n = batch_size(batch)
+    index = rows.tolist()
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if key == "dropped":
+            out[key] = value
+        elif isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            out[key] = value[rows.to(value.device)]
+        elif isinstance(value, list) and len(value) == n:
+            out[key] = [value[i] for i in index]
+        else:
+            out[key] = value
+    return out
+
+
+def batch_size(batch: dict[str, Any]) -> int:
+    """Utterances in a batch (0 for one whose every item was dropped as bad)."""
+    return len(batch["audio_lens"]) if "audio_lens" in batch else len(batch.get("ids", ()))

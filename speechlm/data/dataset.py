@@ -1,9 +1,11 @@
 """A map-style dataset over a Kaldi data dir: one item per utterance."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -76,12 +78,24 @@ def table_value(value: str) -> str | torch.Tensor:
     return torch.tensor(numbers, dtype=torch.long) if numbers else value
 
 
+class BadUtteranceError(ValueError):
+    pass
+
+
 class AudioDataset(Dataset):
     """Items are dicts: `id`, `audio` `(T,)` float32 at `sample_rate`, `text` when the dir
     has transcripts, one key per entry of `tables` (item key -> table file: e.g.
     {"lang": "utt2lang", "km": "km"}; a key mapped to None is left out), and what the
     `transforms` (callables item -> item, applied in order) add, e.g. `tokens`. `encode` is
-    a shortcut for a tokenizing transform."""
+    a shortcut for a tokenizing transform.
+
+    Bad utterances (`bad_utterances`: "skip" or "error"; None: no checks, e.g. for
+    tools that want every item as it is): unreadable audio, zero-length audio, all-silent
+    audio (peak below `silence_dbfs`), audio much shorter than utt2dur says (truncated), and
+    whatever a transform marks bad (a transcript of no or only unknown tokens). With
+    "skip", such an item comes back as `{"id", "bad": reason}` (collate drops it and the
+    trainer counts and reports it); with "error", a `BadUtteranceError` names the
+    utterance, its data dir and the reason."""
 
     def __init__(
         self,
@@ -90,11 +104,19 @@ class AudioDataset(Dataset):
         encode: Callable[[str], list[int]] | None = None,
         tables: Mapping[str, str] | None = None,
         transforms: Sequence[Callable[[dict], dict]] = (),
+        seed: int = 0,
+        bad_utterances: str | None = None,
+        silence_dbfs: float = -70.0,
     ):
+        if bad_utterances not in (None, "skip", "error"):
+            raise ValueError(f"bad_utterances={bad_utterances!r}: expected skip, error or None")
+        self.bad_utterances = bad_utterances
+        self.silence = 10.0 ** (silence_dbfs / 20.0)
         self.dd = data_dir if isinstance(data_dir, DataDir) else DataDir.load(data_dir)
         self.sample_rate = sample_rate
         self.encode = encode
         self.transforms = list(transforms)
+        self.seed = seed
         self.ids = self.dd.utterances
         # a table named null is left out (a preset's way to drop a default table, e.g. {lang: null})
         self.tables = {key: load_item_table(self.dd, name) for key, name in (tables or {}).items() if name is not None}
@@ -104,9 +126,22 @@ class AudioDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """`key`: an index, or `(index, epoch)` (a sampler's `tag_epoch`): then the
+        transforms' random draws (torch's generator) are seeded by (seed, epoch, index),
+        the same in whichever worker or resumed run loads the item."""
+        i, epoch = key if isinstance(key, tuple) else (key, None)
         utt = self.ids[i]
-        audio, _ = load_utterance(self.dd, utt, self.sample_rate)
+        if self.bad_utterances is None:
+            audio, _ = load_utterance(self.dd, utt, self.sample_rate)
+        else:
+            try:
+                audio, _ = load_utterance(self.dd, utt, self.sample_rate)
+            except (AudioReadError, DataDirError) as e:
+                return self._bad(utt, f"unreadable audio: {e}")
+            reason = self._audio_fault(audio, self.durations[i])
+            if reason:
+                return self._bad(utt, reason)
         item = {"id": utt, "audio": audio}
         if self.dd.text is not None:
             item["text"] = self.dd.text[utt]
@@ -114,6 +149,39 @@ class AudioDataset(Dataset):
                 item["tokens"] = torch.tensor(self.encode(item["text"]), dtype=torch.long)
         for key, table in self.tables.items():
             item[key] = table_value(table[utt])
+        if epoch is None or not self.transforms:
+            item = self._transform(item)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_item_seed(self.seed, epoch, i))
+                item = self._transform(item)
+        if "bad" in item and self.bad_utterances is not None:
+            return self._bad(utt, item["bad"])
+        return item
+
+    def _audio_fault(self, audio: torch.Tensor, expected_seconds: float) -> str | None:
+        if audio.numel() == 0:
+            return "zero-length audio"
+        peak = float(audio.abs().max())
+        if peak < self.silence:
+            return f"all silence (peak {20 * math.log10(peak) if peak > 0 else -math.inf:.0f} dBFS)"
+        seconds = audio.numel() / self.sample_rate
+        if seconds < 0.9 * expected_seconds - 0.05:
+            return f"truncated audio: {seconds:.2f} s read, {expected_seconds:.2f} s expected (utt2dur/header)"
+        return None
+
+    def _bad(self, utt: str, reason: str) -> dict:
+        if self.bad_utterances == "error":
+            raise BadUtteranceError(f"{self.dd.path}: utterance '{utt}': {reason} "
+                                    "(data.bad_utterances=skip trains without it and reports it)")
+        return {"id": utt, "bad": reason}
+
+    def _transform(self, item: dict) -> dict:
         for transform in self.transforms:
             item = transform(item)
         return item
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from (seed, epoch, index), well mixed (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2, np.uint64)[0] >> 1)

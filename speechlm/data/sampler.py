@@ -61,6 +61,10 @@ class DurationBucketSampler:
             batches are packed in sorted-duration order, shortest first, every epoch.
         seed: with ``set_epoch``, fully determines the batches: every process that
             builds this sampler with the same arguments gets the same global batch list.
+        tag_epoch: yield ``(index, epoch)`` pairs instead of bare indices, so that a
+            dataset can seed each item's random choices by (seed, epoch, index) and a
+            resumed run draws the same ones whatever its workers did
+            (``speechlm.data.dataset.AudioDataset``).
         rank, world_size: DDP shard of this process; default to ``torch.distributed``'s
             values if a process group is initialised (so construct the sampler after
             that, e.g. in ``LightningDataModule.setup``), else 0 and 1.
@@ -83,6 +87,7 @@ class DurationBucketSampler:
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        tag_epoch: bool = False,
     ) -> None:
         self.durations = np.asarray(durations, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(self.durations)) or np.any(self.durations < 0):
@@ -112,6 +117,7 @@ class DurationBucketSampler:
         self.max_batch_size = max_batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.tag_epoch = tag_epoch
 
         self.num_overlong = int(np.sum(self.durations > self.max_seconds))
         if self.num_overlong:
@@ -241,7 +247,8 @@ class DurationBucketSampler:
         self._consumed = start
         for batch in batches[start:]:
             self._consumed += 1
-            yield list(batch)  # a copy: callers may mutate what they get
+            # a copy: callers may mutate what they get
+            yield [(i, self.epoch) for i in batch] if self.tag_epoch else list(batch)
 
     def __len__(self) -> int:
         """Number of batches the next ``__iter__`` yields (fewer after a mid-epoch resume)."""

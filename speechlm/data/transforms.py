@@ -18,7 +18,9 @@ from speechlm.tokenizers.base import Tokenizer, load_tokenizer
 
 class TokenizeText:
     """`text` -> `tokens` (a long tensor) with a tokenizer (a `Tokenizer` or the directory
-    `speechlm.bin.train_tokenizer` wrote). An item without a transcript is an error naming it."""
+    `speechlm.bin.train_tokenizer` wrote). An item without a transcript is an error naming it;
+    one whose transcript gives no token, or only unknown ones, is marked bad (`item["bad"]`,
+    the reason: the dataset's policy drops or refuses it) rather than trained on."""
 
     def __init__(self, tokenizer_dir: str | os.PathLike | None = None, tokenizer: Tokenizer | None = None):
         if (tokenizer_dir is None) == (tokenizer is None):
@@ -30,6 +32,11 @@ class TokenizeText:
             raise ValueError(f"utterance '{item['id']}' has no transcript (the data dir has no `text`), "
                              "but data.transforms tokenizes text")
         item["tokens"] = torch.tensor(self.tokenizer.encode(item["text"]), dtype=torch.long)
+        unk = self.tokenizer.special_ids.get("unk")
+        if len(item["tokens"]) == 0:
+            item.setdefault("bad", "empty transcript (no token to train on)")
+        elif unk is not None and bool((item["tokens"] == unk).all()):
+            item.setdefault("bad", f"transcript {item['text'][:40]!r} is only unknown tokens")
         return item
 
 

@@ -24,12 +24,21 @@ class CTC(nn.Module):
         self.dropout = Dropout(dropout_rate)
         self.zero_infinity = zero_infinity
         self.blank_id = blank_id
+        self.last_infeasible: Tensor | None = None
 
     def forward(self, hs: Tensor, hlens: Tensor, ys: Tensor, ys_lens: Tensor) -> Tensor:
         """hs (B, T, D) encoder output, hlens (B,), ys (B, L) targets (padding anywhere past
-        ys_lens, e.g. -1), ys_lens (B,) -> scalar loss: sum over utterances / B."""
+        ys_lens, e.g. -1), ys_lens (B,) -> scalar loss: sum over utterances / B.
+
+        `last_infeasible` (B,) bool is left set to the utterances whose targets cannot be
+        aligned to their frames (tokens + repeated neighbours > frames): their loss is
+        infinite, zeroed here with `zero_infinity`, so the trainer reads this to drop them
+        from the batch and count them (`speechlm.train.task`) rather than train on nothing."""
         log_probs = torch.log_softmax(self.ctc_lo(self.dropout(hs)), dim=-1).float()
-        targets = ys[valid_mask(ys_lens, ys.shape[1])]  # the real tokens, concatenated
+        valid = valid_mask(ys_lens, ys.shape[1])
+        repeats = ((ys[:, 1:] == ys[:, :-1]) & valid[:, 1:]).sum(1)
+        self.last_infeasible = hlens.to(ys_lens.device) < ys_lens + repeats
+        targets = ys[valid]  # the real tokens, concatenated
         loss = nn.functional.ctc_loss(
             log_probs.transpose(0, 1), targets, hlens, ys_lens, blank=self.blank_id,
             reduction="sum", zero_infinity=self.zero_infinity,

@@ -7,7 +7,10 @@ still works and a resumed run continues with the same random numbers.
 """
 from __future__ import annotations
 
+import os
 import random
+import shutil
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,12 +22,30 @@ from speechlm.atomic import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes through `atomic_path` (temporary file, fsync, rename, fsync of the directory).
+    Before `last.ckpt` is replaced, the previous one is kept as `last.prev.ckpt` (a hard
+    link: no copy), so a resume has a fallback if the new one turns out unreadable."""
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        if path.name == "last.ckpt" and path.is_file():
+            keep_previous(path, path.with_name("last.prev.ckpt"))
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """`previous` becomes (atomically) the file `path` is now."""
+    if previous.exists() and os.path.samefile(path, previous):
+        return  # already (a run killed between keeping the previous and writing the new one)
+    with atomic_path(previous) as tmp:
+        try:
+            os.link(path, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, tmp)
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,6 +7,21 @@ transform gives audio-only batches (pretraining).
 Each rank builds its sampler after the process group exists (in `setup`), so every rank
 gets a disjoint shard with the same number of batches; Lightning must not swap in its own
 DistributedSampler (`Trainer(use_distributed_sampler=False)`).
+
+Mid-epoch resume: the training loader is a `ResumableDataLoader`, which Lightning saves in
+every checkpoint (its sampler's epoch and the batches the trainer has finished) and
+restores, so a run resumed from a checkpoint written mid-epoch trains on the epoch's
+remaining batches, in order.
+
+Bad utterances (`bad_utterances`: skip | error; `speechlm.data.dataset.AudioDataset`):
+unreadable, zero-length, all-silent or truncated audio, transcripts of no or only unknown
+tokens. With skip they are left out of their batch, and the trainer counts them and lists
+them (id, reason) in the exp dir's `bad_utterances`; with error, training stops naming
+the first. Items' random choices (e.g. a multitask transform's prompt
+options) are seeded by (seed, epoch, index) rather than drawn from a worker's stream, and
+the loaders draw their workers' base seeds from a generator of their own, not from torch's
+global one: a resumed run then trains on the same batches with the same dropout as an
+uninterrupted one.
 """
 from __future__ import annotations
 
@@ -14,11 +29,36 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from speechlm.data.collate import collate_audio
 from speechlm.data.dataset import AudioDataset
 from speechlm.data.sampler import DurationBucketSampler
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a `DurationBucketSampler` that Lightning checkpoints
+    (`state_dict`/`load_state_dict` make it `_Stateful` to Lightning's fit loop).
+    `batches_done()` gives the trainer's count of finished batches in the epoch (workers
+    prefetch, so the sampler's own count runs ahead). `len()` is the whole epoch's batch
+    count even after a resume: Lightning counts the batches already done itself."""
+
+    def __init__(self, *args, batches_done: Callable[[], int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler.rank_batches())
+
+    def state_dict(self) -> dict[str, int]:
+        state = self.batch_sampler.state_dict()
+        if self.batches_done is not None:
+            state["batches_consumed"] = int(self.batches_done())
+        return state
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -36,6 +76,8 @@ class SpeechDataModule(L.LightningDataModule):
         seed: int = 0,
         tables: Mapping[str, str] | None = None,
         transforms: Mapping[str, Callable[[dict], dict]] | None = None,
+        bad_utterances: str = "skip",
+        silence_dbfs: float = -70.0,
     ):
         super().__init__()
         self.train_dir, self.valid_dir = train_dir, valid_dir
@@ -49,10 +91,12 @@ class SpeechDataModule(L.LightningDataModule):
         self.max_batch_size = max_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.bad_utterances, self.silence_dbfs = bad_utterances, silence_dbfs
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set, self.valid_set = (
-            AudioDataset(d, self.sample_rate, self.encode, self.tables, self.transforms)
+            AudioDataset(d, self.sample_rate, self.encode, self.tables, self.transforms, seed=self.seed,
+                         bad_utterances=self.bad_utterances, silence_dbfs=self.silence_dbfs)
             for d in (self.train_dir, self.valid_dir))
 
     def _loader(self, dataset: AudioDataset, max_seconds: float, shuffle: bool) -> DataLoader:
@@ -60,9 +104,14 @@ class SpeechDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer else None
         sampler = DurationBucketSampler(dataset.durations, max_seconds, num_buckets=self.num_buckets,
                                         max_batch_size=self.max_batch_size, shuffle=shuffle, seed=self.seed,
-                                        rank=rank, world_size=world)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+                                        rank=rank, world_size=world, tag_epoch=shuffle)
+        done = None
+        if shuffle and self.trainer is not None:
+            trainer = self.trainer
+            done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
+        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio,
+                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                                   generator=torch.Generator().manual_seed(self.seed), batches_done=done)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.max_seconds, shuffle=True)

@@ -20,12 +20,16 @@ layer-wise learning-rate decay for fine-tuning (BEiT, data2vec).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import lightning as L
 from lightning.fabric.utilities.data import sized_len
 import torch
 from torch import nn
+
+from speechlm.atomic import atomic_write_text
+from speechlm.data.collate import batch_size, select_rows
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,12 @@ class Task(L.LightningModule):
         self.layer_decay = dict(layer_decay) if layer_decay else None
         self.checkpoint_criterion = checkpoint_criterion
         self.skipped_batches = 0
+        self.trained_utterances = 0  # utterances in batches trained on (every epoch's)
+        self.skipped_utterances = 0  # bad utterances left out (every time one came up)
+        self.bad_utterances: dict[str, str] = {}  # training utterance -> why it was left out
+        self.bad_valid: dict[str, str] = {}
+        self._skip_step = False
+        self._ctc_heads: list[nn.Module] | None = None
         self._frozen: list[tuple[int, str, list[nn.Parameter]]] = []
 
     def forward(self, batch: dict) -> dict:
@@ -96,23 +106,87 @@ class Task(L.LightningModule):
                      prog_bar=name in ("loss", "acc"), sync_dist=not on_step)
 
     def training_step(self, batch: dict, batch_idx: int):
-        stats = self.model(batch)
-        loss = stats["loss"]
-        if not torch.isfinite(loss):
-            # One bad batch (e.g. a CTC target longer than its input) must not poison the
-            # weights: skip it, count it, say so.
+        self._note_bad(batch.get("dropped", ()))
+        size = batch_size(batch)
+        stats = self._forward_alignable(batch) if size else None
+        loss = stats["loss"] if stats is not None else None
+        ok = loss is not None and bool(torch.isfinite(loss))
+        # Every rank must take the same decision (a rank returning None, or stepping while
+        # another does not, hangs or desynchronises DDP): agree, then all skip or all step.
+        self._skip_step = not self._all_ranks_agree(ok)
+        if self._skip_step:
+            # A non-finite loss (here or on another rank) must not poison the weights: no
+            # update this step (gradients dropped before the optimizer), counted, said.
             self.skipped_batches += 1
-            log.warning("non-finite loss on batch %d (%s); skipped (%d so far)", batch_idx,
-                        ", ".join(batch.get("ids", [])[:3]), self.skipped_batches)
+            why = ("no usable utterance in the batch" if loss is None else
+                   "non-finite loss" if not ok else "a non-finite loss on another rank")
+            log.warning("batch %d (%s): %s; step skipped (%d so far)", batch_idx,
+                        ", ".join(batch.get("ids", [])[:3]) or "-", why, self.skipped_batches)
             self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, batch_size=1)
-            return None
-        self._log_stats(stats, "train", len(batch["audio_lens"]), on_step=True)
+            return self._zero_loss()
+        self.trained_utterances += size
+        self._log_stats(stats, "train", size, on_step=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def _forward_alignable(self, batch: dict) -> dict | None:
+        """The model's stats on the batch, without the utterances a CTC head cannot align
+        (transcript longer than its frames: CTC's loss is infinite, zeroed, i.e. they would
+        train as nothing): those are dropped, counted and the rest run again."""
+        if self._ctc_heads is None:
+            self._ctc_heads = [m for m in self.model.modules() if hasattr(m, "last_infeasible")]
+        ctcs = self._ctc_heads
+        for m in ctcs:
+            m.last_infeasible = None
         stats = self.model(batch)
-        self._log_stats(stats, "valid", len(batch["audio_lens"]), on_step=False)
+        bad = torch.zeros(batch_size(batch), dtype=torch.bool)
+        for m in ctcs:
+            if m.last_infeasible is not None and len(m.last_infeasible) == len(bad):
+                bad |= m.last_infeasible.cpu()
+        if not bad.any():
+            return stats
+        frames = "transcript longer than the model can emit (CTC: more tokens + repeats than encoder frames)"
+        ids = batch.get("ids") or [f"row {i}" for i in range(len(bad))]
+        self._note_bad([(ids[i], frames) for i in bad.nonzero().flatten().tolist()])
+        keep = (~bad).nonzero().flatten()
+        return self.model(select_rows(batch, keep)) if len(keep) else None
+
+    def _all_ranks_agree(self, ok: bool) -> bool:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return ok
+        flag = torch.tensor([0.0 if ok else 1.0], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item() == 0.0)
+
+    def _zero_loss(self) -> torch.Tensor:
+        """0, but connected to every trainable parameter: backward gives every gradient
+        (zero), so DDP's all-reduce runs on every rank as usual."""
+        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+
+    def _note_bad(self, dropped) -> None:
+        for utt, reason in dropped:
+            if utt not in self.bad_utterances:
+                log.warning("utterance '%s' skipped: %s", utt, reason)
+            self.bad_utterances[utt] = reason
+            self.skipped_utterances += 1
+
+    def write_bad_utterances(self, exp_dir: Path) -> None:
+        """`exp_dir/bad_utterances` (rank > 0: `bad_utterances.rankR`): `utt reason` lines."""
+        if not self.bad_utterances:
+            return
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        name = "bad_utterances" if rank == 0 else f"bad_utterances.rank{rank}"
+        atomic_write_text(Path(exp_dir) / name, "".join(f"{u} {r}\n" for u, r in sorted(self.bad_utterances.items())))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        for utt, reason in batch.get("dropped", ()):
+            if utt not in self.bad_valid:
+                self.bad_valid[utt] = reason
+                log.warning("validation utterance '%s' left out: %s", utt, reason)
+        if not batch_size(batch):
+            return
+        stats = self.model(batch)
+        self._log_stats(stats, "valid", batch_size(batch), on_step=False)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: one per (group path, lr scale, weight decay),
@@ -181,6 +255,11 @@ class Task(L.LightningModule):
                     m.train(not frozen)
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        if self._skip_step:  # a skipped batch: no parameter moves, no moment changes
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            return
         # Frozen groups: no gradient, so the optimizer skips them (no step, no moments).
         for steps, _, params in self._frozen:
             if self.trainer.global_step < steps:
@@ -189,10 +268,19 @@ class Task(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         criterion = list(self.checkpoint_criterion) if self.checkpoint_criterion else None
+        if self._trainer is not None:  # the list on disk is as current as the checkpoint
+            self.write_bad_utterances(self.trainer.default_root_dir)
         checkpoint["speechlm"] = {**self.extra_state, "skipped_batches": self.skipped_batches,
+                                  "trained_utterances": self.trained_utterances,
+                                  "skipped_utterances": self.skipped_utterances,
+                                  "bad_utterances": dict(self.bad_utterances),
                                   "checkpoint_criterion": criterion}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.skipped_batches = checkpoint.get("speechlm", {}).get("skipped_batches", 0)
+        meta = checkpoint.get("speechlm", {})
+        self.skipped_batches = meta.get("skipped_batches", 0)
+        self.trained_utterances = meta.get("trained_utterances", 0)
+        self.skipped_utterances = meta.get("skipped_utterances", 0)
+        self.bad_utterances = dict(meta.get("bad_utterances") or {})
 
 
