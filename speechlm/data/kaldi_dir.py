@@ -8,6 +8,7 @@ fault of a directory instead of stopping at the first.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -97,12 +98,30 @@ class Segment:
 
 
 def parse_segment(value: str) -> Segment:
-    """`reco start end [channel]` -> Segment; raises ValueError on a malformed value."""
+    """`reco start end [channel]` -> Segment; raises ValueError naming the bad field.
+    Only the syntax is checked here: bounds (start < 0, end <= start) are judged by the
+    validator and by fix_data_dir."""
     parts = value.split()
     if len(parts) not in (3, 4):
-        raise ValueError(f"expected 'recording start end [channel]', got '{value}'")
-    start, end = float(parts[1]), float(parts[2])
-    return Segment(parts[0], start, end, int(parts[3]) if len(parts) == 4 else None)
+        raise ValueError(f"expected 'recording start end [channel]', got {len(parts)} field(s): '{value}'")
+    start, end = _parse_time("start", parts[1]), _parse_time("end", parts[2])
+    channel = None
+    if len(parts) == 4:
+        try:
+            channel = int(parts[3])
+        except ValueError:
+            raise ValueError(f"channel '{parts[3]}' is not an integer") from None
+    return Segment(parts[0], start, end, channel)
+
+
+def _parse_time(what: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what} time '{text}' is not a number of seconds")
+    return seconds
 
 
 def format_segment(seg: Segment) -> str:
@@ -233,9 +252,12 @@ class DataDir:
 
 
 def _parse_seconds(value: str) -> float:
-    seconds = float(value)
-    if not seconds >= 0:  # also catches NaN
-        raise ValueError(f"duration must be a non-negative number of seconds, got '{value}'")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"duration must be a finite non-negative number of seconds, got '{value}'")
     return seconds
 
 

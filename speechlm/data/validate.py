@@ -3,10 +3,12 @@
 Covers what Kaldi's `utils/validate_data_dir.sh` checks (sorting, duplicates, id
 agreement between files, utt2spk/spk2utt, speaker-sorted order) plus what it does not:
 encodings, empty transcripts, segment bounds, and, with `audio=True`, that every
-recording opens, is non-empty, has the expected sample rate and matches utt2dur.
+recording opens, is non-empty, has the expected sample rate and matches utt2dur and
+reco2dur.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +111,12 @@ def validate_data_dir(
             dur = reco_dur.get(seg.recording)
             if dur is not None and seg.end > dur + duration_tolerance:
                 faults.append(Fault(t["segments"].path, line, f"segment '{utt}' ends at {seg.end:.3f}s, past the end of recording '{seg.recording}' ({dur:.3f}s)"))
+    if measured and "reco2dur" in t:
+        r2d = t["reco2dur"]
+        for reco, dur in durations["reco2dur"].items():
+            actual = measured.get(reco)
+            if actual is not None and abs(actual - dur) > duration_tolerance:
+                faults.append(Fault(r2d.path, r2d.line(reco), f"reco2dur says {dur:.3f}s for '{reco}' but its audio lasts {actual:.3f}s"))
     if measured and "utt2dur" in t:
         for utt, dur in durations["utt2dur"].items():
             actual = _utterance_duration(utt, segments, measured)
@@ -121,10 +129,12 @@ def _check_segments(seg_table: _Table | None, wav: _Table, faults: list[Fault]):
     if seg_table is None:
         return None
     segments = {}
+    used = set()
     for utt in seg_table.keys():
         line, value = seg_table.rows[utt]
         if not value:
             continue
+        used.add(value.split()[0])  # even when the rest is malformed: one fault per line
         try:
             seg = parse_segment(value)
         except ValueError as e:
@@ -137,7 +147,6 @@ def _check_segments(seg_table: _Table | None, wav: _Table, faults: list[Fault]):
         if seg.recording not in wav.rows:
             faults.append(Fault(seg_table.path, line, f"recording '{seg.recording}' of segment '{utt}' is not in wav.scp"))
         segments[utt] = (line, seg)
-    used = {seg.recording for _, seg in segments.values()}
     for reco in wav.keys():
         if reco not in used:
             faults.append(Fault(wav.path, wav.line(reco), f"recording '{reco}' is used by no segment"))
@@ -195,14 +204,18 @@ def _check_speakers(u2s: _Table, s2u: _Table | None, faults: list[Fault]) -> Non
             break
     if s2u is None:
         return
-    listed: dict[str, str] = {}
+    listed: dict[str, int] = {}  # utterance -> spk2utt line that first lists it
     for spk in s2u.keys():
         line, value = s2u.rows[spk]
         utts = value.split()
-        if utts != sorted(utts):
-            faults.append(Fault(s2u.path, line, f"utterances of speaker '{spk}' are not sorted"))
+        for prev, utt in zip(utts, utts[1:]):
+            if utt < prev:
+                faults.append(Fault(s2u.path, line, f"utterances of speaker '{spk}' are not sorted: '{utt}' comes after '{prev}'"))
+                break
         for utt in utts:
-            listed[utt] = spk
+            if utt in listed:
+                faults.append(Fault(s2u.path, line, f"utterance '{utt}' is listed more than once (first on line {listed[utt]})"))
+            listed.setdefault(utt, line)
             if utt not in u2s.rows:
                 faults.append(Fault(s2u.path, line, f"utterance '{utt}' of speaker '{spk}' is not in utt2spk"))
             elif u2s.value(utt) != spk:
@@ -218,7 +231,7 @@ def _parse_durations(table: _Table, faults: list[Fault]) -> dict[str, float]:
         line, value = table.rows[key]
         try:
             dur = float(value)
-            if not dur >= 0:
+            if not (math.isfinite(dur) and dur >= 0):
                 raise ValueError
         except ValueError:
             faults.append(Fault(table.path, line, f"'{value}' is not a non-negative duration in seconds"))
