@@ -87,3 +87,38 @@ def train_tiny(tmp_path: Path, data: Path, *extra: str, env: dict | None = None)
            f"tokenizer_dir={tmp_path / 'tok'}", f"cmvn_stats={tmp_path / 'cmvn.npz'}", f"exp_dir={tmp_path / 'exp'}",
            *TINY_MODEL, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def tiny_ctc_checkpoint(path: Path, texts=("WORD0 WORD1 WORD2 SPEAKER SPKA SPKB",), seed: int = 0) -> Path:
+    """A randomly initialised 1-block Conformer CTC model (fbank + CMVN) with a character
+    tokenizer of `texts`, saved as a speechlm checkpoint (state_dict + resolved config +
+    tokenizer, what training writes; no training needed). Its config's `search` is CTC
+    greedy, and the blank's output bias is lowered so that the search emits tokens."""
+    import torch
+
+    from speechlm.models.build import build_model
+    from speechlm.tokenizers import CharTokenizer
+
+    tokenizer = CharTokenizer.train(texts)
+    frontend = {"_target_": "speechlm.features.Fbank", "sample_rate": 16000, "n_mels": 23}
+    config = {
+        "model": {"_target_": "speechlm.models.ctc_attention.CTCAttentionModel",
+                  "vocab_size": tokenizer.vocab_size, "ctc_weight": 1.0,
+                  "encoder": {"_target_": "speechlm.encoders.conformer.ConformerEncoder", "input_size": 23,
+                              "output_size": 16, "attention_heads": 2, "linear_units": 16, "num_blocks": 1,
+                              "cnn_module_kernel": 7},
+                  "frontend": frontend,
+                  "normalize": {"_target_": "speechlm.features.GlobalCMVN.empty", "dim": 23}},
+        "frontend": frontend,
+        "search": {"_target_": "speechlm.search.ctc_greedy.CTCGreedySearch"},
+    }
+    torch.manual_seed(seed)
+    model = build_model(config["model"], initialize=False)
+    with torch.no_grad():
+        model.normalize.mean.copy_(torch.linspace(-12.0, -4.0, 23))
+        model.normalize.std.copy_(torch.linspace(1.0, 3.0, 23))
+        model.ctc.ctc_lo.bias[model.blank_id] -= 3.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "speechlm": {"config": config, "tokenizer": tokenizer.to_dict()}},
+               path)
+    return path

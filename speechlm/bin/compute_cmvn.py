@@ -9,7 +9,8 @@
 With training overrides (the same `experiment=...` and overrides given to
 `speechlm.bin.train`; `--config-dir` for a recipe's own presets) the frontend is the one
 that training config builds, so the statistics are of exactly the features the model will
-see; `--frontend` takes a YAML node with `_target_`; without either, an 80-bin Kaldi fbank.
+see; `--frontend` takes a YAML node with `_target_` (an nn.Module class); without either,
+an 80-bin Kaldi fbank.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.data import DataLoader
 
 from speechlm.data.collate import collate_audio
 from speechlm.data.dataset import AudioDataset
 from speechlm.data.sampler import DurationBucketSampler
 from speechlm.features import CMVNStats, Fbank
+from speechlm.targets import ConfigTargetError, check_module_config, resolved
 
 
 def build_frontend(args) -> torch.nn.Module:
@@ -40,8 +43,10 @@ def build_frontend(args) -> torch.nn.Module:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=search + list(args.overrides))
         return hydra.utils.instantiate(cfg.frontend)
-    if args.frontend:
-        return hydra.utils.instantiate(OmegaConf.load(args.frontend))
+    if args.frontend:  # a file: it may only build a module (speechlm.targets)
+        node = resolved(OmegaConf.load(args.frontend))
+        check_module_config(node, args.frontend)
+        return hydra.utils.instantiate(node)
     return Fbank(sample_rate=args.sample_rate, n_mels=args.n_mels, input_scale=args.input_scale)
 
 
@@ -61,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-workers", type=int, default=0)
     args = p.parse_intermixed_args(argv)
 
-    frontend = build_frontend(args).eval()
+    try:
+        frontend = build_frontend(args).eval()
+    except (ConfigTargetError, yaml.YAMLError) as e:  # --frontend: refused, or not safe YAML
+        print(f"compute_cmvn: error: {e}", file=sys.stderr)
+        return 1
     sample_rate = int(getattr(frontend, "sample_rate", args.sample_rate))
     ds = AudioDataset(args.data_dir, sample_rate=sample_rate)
     batches = DurationBucketSampler(ds.durations, max_seconds=args.max_seconds, shuffle=False)

@@ -34,13 +34,15 @@ from speechlm.interop.espnet_asr import (
     espnet_asr_model_config,
     tokenizer_from_espnet_config,
 )
+from speechlm.safe_load import load_weights
 
 
 def espnet_checkpoint(config_yaml: str | os.PathLike, model_pth: str | os.PathLike,
                       bpemodel: str | os.PathLike | None = None) -> dict:
     """The checkpoint dict: `state_dict` and `speechlm` {config: {frontend, model,
     vocab_size, converted_from}, tokenizer}, as `speechlm.train.pretrained.load_pretrained`
-    reads it (with torch.load(weights_only=True))."""
+    reads it (with torch.load(weights_only=True)). The ESPnet files are read as data too:
+    config.yaml with `yaml.safe_load`, the model with `load_weights` (weights_only)."""
     with open(config_yaml, encoding="utf-8") as f:
         config = yaml.safe_load(f)
     left_out: dict[str, str] = {}
@@ -49,7 +51,7 @@ def espnet_checkpoint(config_yaml: str | os.PathLike, model_pth: str | os.PathLi
         raise ValueError(f"input_size: {config['input_size']}: the model reads precomputed features, "
                          "and a speechlm checkpoint takes audio")
     tokenizer = tokenizer_from_espnet_config(config, bpemodel)
-    state = torch.load(model_pth, map_location="cpu", weights_only=True)
+    state = load_weights(model_pth)
     model = ctc_attention_from_espnet_config(config, state)
     if (model.blank_id, model.sos) != (tokenizer.blank_id, tokenizer.sos_id):
         raise ValueError(f"model_conf puts blank at {model.blank_id} and <sos/eos> at {model.sos}; "
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = espnet_checkpoint(args.config, args.model, args.bpemodel)
         with atomic_path(args.out) as tmp:
             torch.save(checkpoint, tmp)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, yaml.YAMLError) as e:
         print(f"convert_espnet: error: {e}", file=sys.stderr)
         return 1
     meta = checkpoint["speechlm"]

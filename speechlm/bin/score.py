@@ -10,9 +10,12 @@ experiment dir's name; row name `--dataset`, default the decode dir's name).
 
 Counts are sclite's: `sctk sclite -r ref.trn trn -h hyp.trn trn -i rm -s` gives the same
 Snt/Wrd/Corr/Sub/Del/Ins/Err/S.Err. Tokens compare case-sensitively, as with `-s` (ESPnet's
-plain `sclite ... -i rm` folds case). Unlike sclite, an utterance of ref.trn missing from
-hyp.trn is not skipped: it is scored as all deletions and reported. An id in hyp.trn that
-ref.trn lacks is an error naming `hyp.trn:line`, and so is an empty ref.trn.
+plain `sclite ... -i rm` folds case). An utterance of ref.trn missing from hyp.trn (one
+`speechlm.bin.decode` could not read or decode: its `failed` file lists those) is not
+dropped: it is scored as an empty hypothesis, all deletions, as sclite scores an empty
+one; a warning and a NOTE line at the top of each result file say how many and which (and
+how many of them the `failed` file lists). An id in hyp.trn that ref.trn lacks is an
+error naming `hyp.trn:line`, and so is an empty ref.trn.
 
 Serialized output training (SOT) output, where one line holds several speakers separated by
 a speaker-change token, is scored with `--sot`: concatenated minimum-permutation WER
@@ -32,8 +35,18 @@ from pathlib import Path
 
 from speechlm.scoring.cpwer import SPEAKER_CHANGE_TOKENS, score_cp_corpus
 from speechlm.scoring.results import append_results_md, write_result_txt
-from speechlm.scoring.trn import TrnError, read_trn
+from speechlm.scoring.trn import FAILED_FILE, TrnError, read_trn
 from speechlm.scoring.wer import score_corpus, sum_counts
+
+
+def failed_note(path: Path, missing: list[str]) -> str:
+    """How many of the `missing` trn ids `speechlm.bin.decode` listed in its `failed` file
+    (`utt reason` lines; a trn id is the utterance id or `spk-utt`), as a note."""
+    if not path.is_file():
+        return ""
+    failed = {line.split(maxsplit=1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    listed = sum(1 for uid in missing if uid in failed or uid.split("-", 1)[-1] in failed)
+    return f" ({listed} of them failed to decode, listed with the reason in {path})"
 
 
 def summary_line(name: str, metric: str, scores) -> str:
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         shown = " ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         notes.append(f"{len(missing)} of {len(ref)} utterance(s) of {ref_path} missing from {hyp_path}, "
-                     f"scored as all deletions: {shown}")
+                     f"scored as all deletions{failed_note(d / FAILED_FILE, missing)}: {shown}")
         print(f"warning: {notes[0]}", file=sys.stderr)
 
     pairs = [(uid, text, hyp.get(uid, "")) for uid, text in ref.items()]

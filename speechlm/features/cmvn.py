@@ -7,6 +7,7 @@ with the count in the last column of row 0, load too, as ESPnet allows.
 """
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -92,14 +93,22 @@ class CMVNStats:
 
     @classmethod
     def load(cls, path: PathLike) -> "CMVNStats":
-        """Read ESPnet's npz (count, sum, sum_square) or Kaldi-style (2, D + 1) npy stats."""
-        stats = np.load(path)
-        if isinstance(stats, np.ndarray):  # a .npy file loads as an array, an .npz as a mapping
-            count, sums, squares = stats[0, -1], stats[0, :-1], stats[1, :-1]
-        else:
-            with stats:
-                count, sums, squares = stats["count"], stats["sum"], stats["sum_square"]
-        return cls(int(round(float(count))), np.asarray(sums, np.float64), np.asarray(squares, np.float64))
+        """Read ESPnet's npz (count, sum, sum_square) or Kaldi-style (2, D + 1) npy stats.
+        Plain numeric arrays only (`allow_pickle=False`): a pickle, or an object array in
+        the npz, is refused with a ValueError naming the file, and nothing in it runs."""
+        try:
+            stats = np.load(path, allow_pickle=False)
+            if isinstance(stats, np.ndarray):  # a .npy file loads as an array, an .npz as a mapping
+                if stats.ndim != 2 or stats.shape[0] < 2:
+                    raise ValueError(f"a (2, D + 1) array expected, got shape {stats.shape}")
+                count, sums, squares = stats[0, -1], stats[0, :-1], stats[1, :-1]
+            else:
+                with stats:
+                    count, sums, squares = stats["count"], stats["sum"], stats["sum_square"]
+            return cls(int(round(float(count))), np.asarray(sums, np.float64), np.asarray(squares, np.float64))
+        except (ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:  # np.load: ValueError for a pickle
+            raise ValueError(f"{path}: not CMVN statistics (an npz of count, sum, sum_square or a (2, D + 1) "
+                             f"npy of plain numbers): {e}") from None
 
 
 class GlobalCMVN(nn.Module):

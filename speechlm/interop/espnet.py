@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from speechlm.interop.espnet_options import check_choice, check_options
+from speechlm.safe_load import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def load_espnet_encoder(
         config = yaml.safe_load(f)
     if not config.get("encoder"):
         raise ValueError(f"{config_yaml}: no `encoder:` entry")
-    state = torch.load(model_pth, map_location=map_location, weights_only=True)
+    state = load_weights(model_pth, map_location)
     if "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     encoder = encoder_from_espnet_config(

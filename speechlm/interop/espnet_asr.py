@@ -12,7 +12,7 @@ Key mapping (everything not listed keeps its name):
     frontend.logmel.melmat                    left out (ESPnet's default frontend keeps no
                                               learned weights; ours is built from frontend_conf)
 
-    model.load_state_dict(espnet_asr_state_dict_to_ours(torch.load("valid.acc.ave.pth")))
+    model.load_state_dict(espnet_asr_state_dict_to_ours(torch.load("valid.acc.ave.pth", weights_only=True)))
 
 A whole experiment: `load_espnet_asr("exp/asr_train/config.yaml", "exp/asr_train/valid.acc.ave.pth")`
 gives a model that takes raw audio like ESPnet's (`frontend: default` becomes
@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra.utils
 import torch
 from torch import Tensor
 
@@ -40,7 +39,9 @@ from speechlm.interop.espnet import (
     ours_to_espnet_encoder_state_dict,
 )
 from speechlm.interop.espnet_options import CLASSES, TRAINING_ONLY, check_choice, check_options, check_task_options
+from speechlm.models.build import build_model
 from speechlm.models.ctc_attention import CTCAttentionModel
+from speechlm.safe_load import load_weights
 from speechlm.tokenizers import CharTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer
 from speechlm.tokenizers.sentencepiece import sentencepiece_model_type
 
@@ -203,8 +204,9 @@ def espnet_asr_model_config(config: Mapping[str, Any], left_out: dict[str, str] 
     loss weights, token conventions. Every option is checked against
     `speechlm.interop.espnet_options`; refused ones raise ValueError with the reason, and the
     options not carried over are added to `left_out` (`section.key` -> why).
-    `hydra.utils.instantiate` builds it; the state_dict (`espnet_asr_state_dict_to_ours`)
-    holds the weights and a global_mvn's statistics."""
+    `speechlm.models.build.build_model` builds it (config.yaml's values reach it, so a
+    `_target_` node among them is refused unless it names a module class); the state_dict
+    (`espnet_asr_state_dict_to_ours`) holds the weights and a global_mvn's statistics."""
     _note(left_out, "config", check_task_options(config))
     for section, default in (("model", "espnet"), ("preencoder", None), ("postencoder", None),
                              ("specaug", None), ("preprocessor", "default")):
@@ -268,7 +270,7 @@ def ctc_attention_from_espnet_config(config: Mapping[str, Any], state_dict: Mapp
     `espnet_asr_model_config` (`left_out` as there). With `frontend: default` it takes raw
     audio (B, T) as ESPnet's model does; with `input_size` set, features. With `state_dict`
     (ESPnet's keys) weights load strictly."""
-    model = hydra.utils.instantiate(espnet_asr_model_config(config, left_out))
+    model = build_model(espnet_asr_model_config(config, left_out), initialize=False, source="ESPnet config")
     if state_dict is not None:
         if "model" in state_dict and isinstance(state_dict["model"], Mapping):
             state_dict = state_dict["model"]
@@ -329,6 +331,6 @@ def load_espnet_asr(config_yaml: str | os.PathLike, model_pth: str | os.PathLike
 
     with open(config_yaml, encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    state = torch.load(model_pth, map_location=map_location, weights_only=True)
+    state = load_weights(model_pth, map_location)
     model = ctc_attention_from_espnet_config(config, state)
     return model.eval(), espnet_token_list(config)

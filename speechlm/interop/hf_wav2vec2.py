@@ -53,6 +53,7 @@ from speechlm.encoders.wavlm import WavLMEncoder
 from speechlm.interop.key_templates import rename_keys
 from speechlm.interop.whisper import load_checked
 from speechlm.models.build import build_model
+from speechlm.safe_load import load_weights
 
 FRONTEND = "speechlm.encoders.wav2vec2.ConvFeatureEncoder"
 ENCODERS = {"wav2vec2": "speechlm.encoders.wav2vec2.Wav2Vec2Encoder",
@@ -293,7 +294,8 @@ def speechlm_to_hf(frontend: nn.Module, encoder: nn.Module, extras: Mapping[str,
 
 
 def _read_weights(directory: Path) -> dict[str, Tensor]:
-    """model.safetensors or pytorch_model.bin, or their sharded *.index.json forms."""
+    """model.safetensors or pytorch_model.bin, or their sharded *.index.json forms; a .bin
+    with `torch.load(weights_only=True)` (tensors only, no pickled objects)."""
     try:
         from safetensors.torch import load_file
     except ImportError:  # safetensors is not a dependency of speechlm
@@ -303,12 +305,16 @@ def _read_weights(directory: Path) -> dict[str, Tensor]:
         files = [directory / name]
         index = directory / f"{name}.index.json"
         if index.exists():
-            files = [directory / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            outside = [f for f in shards if not isinstance(f, str) or Path(f).name != f]
+            if outside:  # a shard is a file next to the index, nothing elsewhere
+                raise ValueError(f"{index}: shard names must be file names in {directory}, got {outside[0]!r}")
+            files = [directory / f for f in shards]
         if all(f.exists() for f in files):
             state = {}
             for f in files:
                 state.update(load_file(f) if f.suffix == ".safetensors"
-                             else torch.load(f, map_location="cpu", weights_only=True))
+                             else load_weights(f))
             return state
     raise FileNotFoundError(f"{directory}: no {' or '.join(names)} (nor a sharded index of one)")
 

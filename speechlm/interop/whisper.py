@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from speechlm.atomic import atomic_path
 from speechlm.interop.key_templates import rename_keys
 from speechlm.models.build import build_model
+from speechlm.safe_load import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def model_from_openai_checkpoint(ckpt: Mapping[str, Any], source: str = "OpenAI 
 
 def load_openai_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """An OpenAI Whisper checkpoint file -> (model in eval mode, tokenizer, resolved config)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_weights(path)
     return model_from_openai_checkpoint(ckpt, str(path), device)
 
 

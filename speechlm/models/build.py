@@ -18,6 +18,10 @@ weights under `prefix` (default: the module's own path), strictly. `initialize=F
 (loading a trained model, resuming) only instantiates: the state_dict follows. A config key
 is the module's attribute (`model.encoder` for `model.encoder: {...}`), as in every
 speechlm model.
+
+A model config may come out of a checkpoint (`speechlm.train.pretrained`), so before
+anything is instantiated every `_target_` of it must be an `nn.Module` class (or a
+speechlm module's classmethod): `speechlm.targets.check_module_config`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from speechlm.safe_load import load_weights
+from speechlm.targets import check_module_config, resolved
 
 log = logging.getLogger(__name__)
 INIT_KEY = "init_from"
@@ -56,14 +63,17 @@ def split_init(cfg: Mapping[str, Any] | DictConfig) -> tuple[dict[str, Any], dic
     return cfg, found
 
 
-def build_model(cfg: Mapping[str, Any] | DictConfig, initialize: bool = True) -> nn.Module:
+def build_model(cfg: Mapping[str, Any] | DictConfig, initialize: bool = True,
+                source: str = "model config") -> nn.Module:
     """The model of a config (`_target_` tree); with `initialize`, its `init_from` parts
-    filled (module docstring)."""
-    plain, inits = split_init(cfg)
+    filled (module docstring). A `_target_` that is not a module class is refused
+    (ConfigTargetError, a ValueError, naming `source`) before anything is built."""
+    plain, inits = split_init(resolved(cfg))
+    check_module_config(plain, source)
     model = hydra.utils.instantiate(plain)
     if initialize:
-        for path, source in inits.items():
-            initialize_part(model, path, source)
+        for path, init in inits.items():
+            initialize_part(model, path, init)
     return model
 
 
@@ -108,7 +118,7 @@ def checkpoint_state_dict(path: str | Path, fmt: str = "speechlm") -> dict[str, 
         from speechlm.interop.hf_wav2vec2 import load_hf
 
         return dict(load_hf(path)[2])
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     if fmt == "espnet":
         from speechlm.interop.espnet_asr import espnet_asr_state_dict_to_ours
 

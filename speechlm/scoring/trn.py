@@ -25,6 +25,11 @@ from collections.abc import Iterable, Mapping
 from speechlm.atomic import atomic_write_text
 
 
+# The file of a decode dir listing the utterances without a hypothesis (`utt reason` lines):
+# written by `speechlm.bin.decode`, read by `speechlm.bin.score`.
+FAILED_FILE = "failed"
+
+
 class TrnError(ValueError):
     """A trn file that cannot be used; the message starts with `file:line:`."""
 

@@ -7,6 +7,10 @@ The decode config's `search` node either names a search (`_target_`, from
 checkpoint carries (an experiment's own decoding defaults, e.g. a higher CTC weight for a
 briefly trained model) and then the decode node's non-null fields (so `search.beam_size=4`
 works for any model whose search has a beam).
+
+The training config's node comes out of the checkpoint, a file: it may only name a search
+class (of `speechlm.search` or the model's own package) with plain arguments
+(`speechlm.targets.check_search_config`), since instantiating it calls what it names.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from speechlm.models.encode import encode_each
+from speechlm.targets import check_search_config
 
 
 def _fields(node: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
@@ -32,7 +37,9 @@ def search_node(model, chosen: Mapping[str, Any] | DictConfig | None,
     """The Hydra node of the search for `model`: `chosen` if it names one (`_target_`),
     else the model's `default_search`, updated with the experiment's `preferred` node (the
     training config's `search`; it may name another search) and then with `chosen`'s
-    non-null fields. Fields the search does not take are refused."""
+    non-null fields. Fields the search does not take are refused, and so is a `preferred`
+    node naming anything but a search class (`check_search_config`)."""
+    preferred = check_search_config(preferred, model, "the checkpoint's search config")
     chosen, preferred = _fields(chosen), _fields(preferred)
     if "_target_" in chosen:
         node = chosen

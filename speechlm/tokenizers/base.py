@@ -30,9 +30,10 @@ On disk (`save` / `load_tokenizer`) a tokenizer is a directory::
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +54,7 @@ CONTROL_ROLES = ("blank", "sos", "eos", "pad")
 
 TOKENS_FILE = "tokens.txt"
 CONFIG_FILE = "tokenizer.yaml"
+_IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
 
 def normalize_whitespace(text: str) -> str:
@@ -237,21 +239,34 @@ class Tokenizer(ABC):
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
 
 
+def _tokenizer_class(d: Any, where: str) -> type[Tokenizer]:
+    """The class a tokenizer dict names; only a `Tokenizer` subclass is accepted (the dict
+    comes from a file: a checkpoint or tokenizer.yaml), and only its `from_dict`/`load` run."""
+    if not isinstance(d, Mapping) or not isinstance(d.get("_target_"), str):
+        raise ValueError(f"{where}: not a tokenizer description (a mapping with a `_target_` class path)")
+    target = d["_target_"]
+    try:
+        cls = hydra.utils.get_class(target) if _IMPORT_PATH.match(target) else None
+    except Exception as e:  # noqa: BLE001 - not importable, not a class, refused by Hydra
+        raise TypeError(f"{where}: {target!r} is not a Tokenizer class ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Tokenizer)):
+        raise TypeError(f"{where}: {target!r} is not a Tokenizer")
+    return cls
+
+
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.to_dict()` output (e.g. out of a checkpoint)."""
-    cls = hydra.utils.get_class(d["_target_"])
-    if not (isinstance(cls, type) and issubclass(cls, Tokenizer)):
-        raise TypeError(f"{d['_target_']} is not a Tokenizer")
-    return cls.from_dict(d)
+    return _tokenizer_class(d, "tokenizer").from_dict(d)
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
-    """Read a directory written by `Tokenizer.save`."""
+    """Read a directory written by `Tokenizer.save` (`yaml.safe_load`: no Python tags)."""
     directory = Path(directory)
-    config = yaml.safe_load((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    cls = hydra.utils.get_class(config["_target_"])
-    if not (isinstance(cls, type) and issubclass(cls, Tokenizer)):
-        raise TypeError(f"{directory / CONFIG_FILE}: {config['_target_']} is not a Tokenizer")
+    try:
+        config = yaml.safe_load((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{directory / CONFIG_FILE}: not a tokenizer config: {e}") from None
+    cls = _tokenizer_class(config, str(directory / CONFIG_FILE))
     tokenizer = cls.load(directory, config)
     # tokens.txt is for people and ESPnet tools; a hand edit there would silently disagree.
     listed = (directory / TOKENS_FILE).read_text(encoding="utf-8").splitlines()

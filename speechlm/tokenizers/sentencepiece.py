@@ -146,8 +146,11 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def load(cls, directory: Path, config: dict[str, Any]) -> SentencePieceTokenizer:
-        model = (directory / _model_file_name(config["model_type"])).read_bytes()
-        return cls.from_dict({**config, "model": model})
+        path = directory / _model_file_name(config["model_type"])
+        try:
+            return cls.from_dict({**config, "model": path.read_bytes()})
+        except RuntimeError as e:  # sentencepiece cannot parse it (it is read as a protobuf, never run)
+            raise ValueError(f"{path}: not a sentencepiece model ({' '.join(str(e).split())[:200]})") from None
 
 
 class MultitaskSentencePieceTokenizer(MultitaskVocabulary, SentencePieceTokenizer):

@@ -8,10 +8,11 @@ from typing import Sequence
 import torch
 
 from speechlm.atomic import atomic_path
+from speechlm.safe_load import load_weights
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights(path)
 
 
 def average_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

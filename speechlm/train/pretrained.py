@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from speechlm.models.build import build_model
+from speechlm.safe_load import load_weights
 from speechlm.tokenizers.base import Tokenizer, tokenizer_from_dict
 
 
@@ -32,7 +33,7 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
     """(model in eval mode, tokenizer (None for a model trained without text), resolved
     training config). An OpenAI Whisper checkpoint (`tiny.pt`: {"dims", "model_state_dict"})
     loads too, converted by `speechlm.interop.whisper`."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = load_weights(path, map_location=device)
     if isinstance(ckpt, dict) and "dims" in ckpt and "model_state_dict" in ckpt:
         from speechlm.interop.whisper import model_from_openai_checkpoint
 

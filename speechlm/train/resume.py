@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
+from speechlm.safe_load import load_weights
 
 log = logging.getLogger("speechlm.train")
 
@@ -29,9 +29,9 @@ class CheckpointError(RuntimeError):
 def load_checkpoint_file(path: Path) -> dict:
     """A training checkpoint, `weights_only`; CheckpointError naming the file if it is not one."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = load_weights(path)
     except Exception as e:  # truncated zip, bad magic number, a pickle that is not plain data, ...
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:300]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a training checkpoint (no state_dict)")
     return ckpt
