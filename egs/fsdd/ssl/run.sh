@@ -8,7 +8,7 @@
 # same number of updates. The label-efficiency table goes to exp/RESULTS.md.
 #   ./run.sh [--fsdd-dir DIR] [--stage N] [--stop-stage N] [--objectives "wav2vec2 hubert_it1 hubert_it2 best_rq"]
 #            [--fractions "1 10 100"] [--test-sets "test dev"] [--jobs 2] [--speed-perturb true] [--tiny true]
-# Stages: 0 FSDD, 1 labelled data + subsets (speed-perturbed 3-way), 2 unlabelled pretraining data, 3 validate +
+# Stages: 0 FSDD, 1 labelled data + subsets (+ 3-way speed-perturbed copies), 2 unlabelled pretraining data, 3 validate +
 # CMVN, 4 tokenizer, 5 HuBERT iteration-1 labels (MFCC k-means), 6 pretraining (HuBERT
 # iteration 2's labels from the iteration-1 model between its runs), 7 fine-tuning, 8 decode
 # + score + table.
@@ -29,7 +29,7 @@ clusters=100           # k-means k for HuBERT's labels
 kmeans_percent=50      # share of the pretraining utterances k-means learns from
 it2_layer=2            # the iteration-1 encoder layer clustered for iteration 2
 jobs=2                 # trainings run side by side (one torch thread each)
-speed_perturb=true     # fine-tuning on the 3-way speed-perturbed subsets (0.9/1.0/1.1), scratch and pretrained alike
+speed_perturb=false    # true: fine-tune on the 3-way speed-perturbed subsets (0.9/1.0/1.1), scratch and pretrained alike (RESULTS.md: run 3)
 freeze_steps=0         # a pretrained encoder frozen for the first N updates (only the CTC head trains); 300 helps at 1%
 finetune_inits=""      # stage 7-8: the encoders to fine-tune (default: scratch and every objective)
 tiny=false             # smoke test: a few utterances, a few updates
