@@ -89,7 +89,7 @@ class Task(L.LightningModule):
         self.skipped_utterances = 0  # bad utterances left out (every time one came up)
         self.bad_utterances: dict[str, str] = {}  # training utterance -> why it was left out
         self.bad_valid: dict[str, str] = {}
-        self._skip_step = False
+        self._trained_batches_since_step = 0  # the optimizer step is skipped if none was (all skipped)
         self._ctc_heads: list[nn.Module] | None = None
         self._frozen: list[tuple[int, str, list[nn.Parameter]]] = []
 
@@ -113,8 +113,7 @@ class Task(L.LightningModule):
         ok = loss is not None and bool(torch.isfinite(loss))
         # Every rank must take the same decision (a rank returning None, or stepping while
         # another does not, hangs or desynchronises DDP): agree, then all skip or all step.
-        self._skip_step = not self._all_ranks_agree(ok)
-        if self._skip_step:
+        if not self._all_ranks_agree(ok):
             # A non-finite loss (here or on another rank) must not poison the weights: no
             # update this step (gradients dropped before the optimizer), counted, said.
             self.skipped_batches += 1
@@ -125,6 +124,7 @@ class Task(L.LightningModule):
             self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, batch_size=1)
             return self._zero_loss()
         self.trained_utterances += size
+        self._trained_batches_since_step += 1
         self._log_stats(stats, "train", size, on_step=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=1)
         return loss
@@ -255,7 +255,8 @@ class Task(L.LightningModule):
                     m.train(not frozen)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        if self._skip_step:  # a skipped batch: no parameter moves, no moment changes
+        skip, self._trained_batches_since_step = self._trained_batches_since_step == 0, 0
+        if skip:  # every (accumulated) batch of this step skipped: no parameter moves, no moment changes
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
