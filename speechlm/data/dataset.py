@@ -133,10 +133,10 @@ class AudioDataset(Dataset):
         i, epoch = key if isinstance(key, tuple) else (key, None)
         utt = self.ids[i]
         if self.bad_utterances is None:
-            audio, _ = load_utterance(self.dd, utt, self.sample_rate)
+            audio = self.load_audio(utt)
         else:
             try:
-                audio, _ = load_utterance(self.dd, utt, self.sample_rate)
+                audio = self.load_audio(utt)
             except (AudioReadError, DataDirError) as e:
                 return self._bad(utt, f"unreadable audio: {e}")
             reason = self._audio_fault(audio, self.durations[i])
@@ -158,6 +158,11 @@ class AudioDataset(Dataset):
         if "bad" in item and self.bad_utterances is not None:
             return self._bad(utt, item["bad"])
         return item
+
+    def load_audio(self, utt: str) -> torch.Tensor:
+        """The utterance's audio `(T,)` at `sample_rate` (a subclass may read it from elsewhere:
+        speechlm.data.shards reads it from a tar shard's bytes)."""
+        return load_utterance(self.dd, utt, self.sample_rate)[0]
 
     def _audio_fault(self, audio: torch.Tensor, expected_seconds: float) -> str | None:
         if audio.numel() == 0:
