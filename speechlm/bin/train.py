@@ -97,8 +97,11 @@ def build(cfg: DictConfig, resuming: bool = False):
         CurvePlot(exp / "curves.png"),
         *(hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()),
     ]
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if isinstance(trainer_args.get("strategy"), dict):  # a strategy built from config (speechlm.train.strategies)
+        trainer_args["strategy"] = hydra.utils.instantiate(trainer_args["strategy"])
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_args,
         default_root_dir=exp, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
         logger=TensorBoardLogger(exp, name="tensorboard", version=""), use_distributed_sampler=False,
     )

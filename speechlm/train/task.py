@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.fabric.utilities.data import sized_len
 import torch
 from torch import nn
@@ -266,6 +267,16 @@ class Task(L.LightningModule):
             if self.trainer.global_step < steps:
                 for p in params:
                     p.grad = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # Under FSDP each rank holds a shard of every gradient: the norm must be the global
+        # one, which only the FSDP root module can compute (Lightning refuses norm clipping
+        # there otherwise).
+        if gradient_clip_val and (gradient_clip_algorithm or "norm") == "norm" and self._trainer is not None \
+                and isinstance(self.trainer.strategy, FSDPStrategy):
+            self.trainer.strategy.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         criterion = list(self.checkpoint_criterion) if self.checkpoint_criterion else None
