@@ -67,6 +67,8 @@ class LanguageModel(nn.Module):
         """(log p of each target (B, L+1), mask of real targets (B, L+1), argmax hits (B, L+1)):
         inputs `sos w1 .. wn`, targets `w1 .. wn eos` (padding beyond n)."""
         tokens = tokens[:, : int(token_lens.max())] if tokens.shape[1] else tokens
+        # padding may be any value (collate pads with IGNORE_ID = -1): make it an id
+        tokens = tokens.masked_fill(~valid_mask(token_lens, tokens.shape[1]), 0)
         b = tokens.shape[0]
         inputs = torch.cat([tokens.new_full((b, 1), self.sos), tokens], dim=1)
         targets = torch.cat([tokens, tokens.new_zeros(b, 1)], dim=1)
