@@ -1,0 +1,347 @@
+"""Stage 1 (data preparation) of the standard-corpus recipes on tiny fake corpora that mirror
+the real ones (file names, transcript formats, speaker layout, audio formats: LibriSpeech
+flac, Common Voice TSV + 48 kHz mp3, AN4 NIST SPHERE): each recipe's run.sh runs stage 1 on a
+copy of the recipe, and the data dirs must be exactly what the corpus says (ids, texts,
+speakers, readable audio of the right length and rate) and pass validate_data_dir; malformed
+corpora must be reported naming file and line, or counted and listed with --skip-bad."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speechlm.data.kaldi_dir import DataDir
+from speechlm.data.validate import validate_data_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tone(seconds: float, sr: int, seed: int) -> np.ndarray:
+    """A distinct harmonic tone with a little noise (never silent)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * sr))) / sr
+    f0 = 120 + 15 * seed
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
+    return (0.2 * x + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def copy_recipe(tmp_path: Path, corpus: str) -> Path:
+    recipe = tmp_path / corpus
+    shutil.copytree(ROOT / "egs" / corpus / "asr", recipe, ignore=shutil.ignore_patterns("data", "exp", "dump"))
+    return recipe
+
+
+def run_stage1(recipe: Path, *options: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPEECHLM_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", "run.sh", "--stage", "1", "--stop-stage", "1", *options], cwd=recipe, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_clean(d: Path) -> None:
+    faults = validate_data_dir(d, audio=True, sample_rate=16000)
+    assert not faults, "\n".join(map(str, faults))
+
+
+def durations(dd: DataDir) -> dict[str, float]:
+    out = {}
+    for utt, entry in dd.wav_scp.items():
+        info = sf.info(entry)
+        assert info.samplerate == 16000, entry
+        out[utt] = info.frames / info.samplerate
+    return out
+
+
+# ---------------------------------------------------------------- LibriSpeech
+
+# subset -> reader -> chapter -> [(utterance number, text, seconds)]
+LIBRISPEECH = {
+    "train-clean-100": {"19": {"198": [(0, "NORTHANGER ABBEY", 0.6), (1, "THAT THE DAY'S WORK", 0.9)]},
+                        "103": {"1240": [(5, "CHAPTER ONE", 0.7)], "1241": [(0, "MISSUS RACHEL LYNDE", 1.1)]}},
+    "train-clean-360": {"100": {"121669": [(0, "TOM THE PIPER'S SON", 0.8)]}},
+    "train-other-500": {"20": {"205": [(3, "AND SO THEY WENT", 0.5)]}},
+    "dev-clean": {"84": {"121123": [(0, "GO DO YOU HEAR", 0.6), (2, "BUT IN LESS THAN FIVE MINUTES", 1.0)]}},
+    "dev-other": {"116": {"288045": [(1, "AS I APPROACHED THE CITY", 0.75)]}},
+    "test-clean": {"1089": {"134686": [(0, "HE HOPED THERE WOULD BE STEW", 0.9)]}},
+    "test-other": {"1688": {"142285": [(0, "THERE WAS NO ANSWER", 0.65)]}},
+}
+
+
+def fake_librispeech(root: Path, corpus=LIBRISPEECH) -> Path:
+    """root/LibriSpeech/<subset>/<reader>/<chapter>/{<r>-<c>-<nnnn>.flac, <r>-<c>.trans.txt}"""
+    seed = 0
+    for subset, readers in corpus.items():
+        for reader, chapters in readers.items():
+            for chapter, utts in chapters.items():
+                d = root / "LibriSpeech" / subset / reader / chapter
+                d.mkdir(parents=True)
+                lines = []
+                for n, text, seconds in utts:
+                    utt = f"{reader}-{chapter}-{n:04d}"
+                    sf.write(d / f"{utt}.flac", tone(seconds, 16000, seed), 16000, format="FLAC", subtype="PCM_16")
+                    lines.append(f"{utt} {text}\n")
+                    seed += 1
+                (d / f"{reader}-{chapter}.trans.txt").write_text("".join(lines))
+    return root
+
+
+def librispeech_expected(subsets) -> dict[str, tuple[str, str, float]]:
+    """utt -> (text, speaker = reader-chapter, seconds)"""
+    return {f"{r}-{c}-{n:04d}": (text, f"{r}-{c}", s)
+            for sub in subsets for r, chapters in LIBRISPEECH[sub].items() for c, utts in chapters.items()
+            for n, text, s in utts}
+
+
+@pytest.mark.parametrize("size", ["100", "960"])
+def test_librispeech_stage1_writes_exact_data_dirs(tmp_path, size):
+    corpus = fake_librispeech(tmp_path / "corpus")
+    recipe = copy_recipe(tmp_path, "librispeech")
+    proc = run_stage1(recipe, "--size", size, "--librispeech-dir", str(corpus))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    train = ["train-clean-100"] + (["train-clean-360", "train-other-500"] if size == "960" else [])
+    sets = {"train": train, "dev": ["dev-clean", "dev-other"], "dev_clean": ["dev-clean"],
+            "dev_other": ["dev-other"], "test_clean": ["test-clean"], "test_other": ["test-other"]}
+    for name, subsets in sets.items():
+        d = recipe / "data" / name
+        assert_clean(d)
+        dd = DataDir.load(d)
+        want = librispeech_expected(subsets)
+        assert dd.text == {u: t for u, (t, _, _) in want.items()}
+        assert dd.utt2spk == {u: s for u, (_, s, _) in want.items()}
+        assert all(Path(p).is_absolute() and p.endswith(f"/{u}.flac") for u, p in dd.wav_scp.items())
+        assert durations(dd) == pytest.approx({u: s for u, (_, _, s) in want.items()}, abs=1e-6)
+    # no train_* dir of its own for the training subsets; LM text = the training transcripts
+    assert not (recipe / "data" / "train_clean_100").exists()
+    assert (recipe / "data/local/lm_train.txt").read_text() == (recipe / "data/train/text").read_text()
+
+
+def test_librispeech_faults_are_named_by_file_and_line(tmp_path):
+    corpus = fake_librispeech(tmp_path / "corpus")
+    chapter = corpus / "LibriSpeech/train-clean-100/19/198"
+    trans = chapter / "19-198.trans.txt"
+    trans.write_text(trans.read_text() + "19-198-0007\n" + "19-198-0009 NO AUDIO FOR THIS ONE\n" + "NOTANID TEXT\n")
+    (corpus / "LibriSpeech/dev-clean/84/121123/84-121123-0002.flac").rename(
+        corpus / "LibriSpeech/dev-clean/84/121123/84-121123-0003.flac")  # transcript line 2 loses its audio
+    recipe = copy_recipe(tmp_path, "librispeech")
+
+    proc = run_stage1(recipe, "--librispeech-dir", str(corpus))
+    assert proc.returncode != 0
+    assert f"{trans}:3: '19-198-0007' has no text" in proc.stderr
+    assert f"{trans}:4: '19-198-0009': audio 19-198-0009.flac missing" in proc.stderr
+    assert f"{trans}:5: 'NOTANID' is not an id <reader>-<chapter>-<n> of 19/198" in proc.stderr
+    dev_trans = corpus / "LibriSpeech/dev-clean/84/121123/84-121123.trans.txt"
+    assert f"{dev_trans}:2: '84-121123-0002': audio 84-121123-0002.flac missing" in proc.stderr
+    assert "84-121123-0003.flac: no line in 84-121123.trans.txt" in proc.stderr
+    assert not (recipe / "data/train").exists()
+
+    # --skip-bad true: the rest is prepared; what was left out is counted and listed
+    proc = run_stage1(recipe, "--librispeech-dir", str(corpus), "--skip-bad", "true")
+    assert proc.returncode == 0, proc.stderr
+    assert "5 utterance(s) left out, listed in data/local/dropped" in proc.stderr
+    listing = (recipe / "data/local/dropped").read_text().splitlines()
+    assert len(listing) == 5 and sum(line.startswith(f"{trans}:") for line in listing) == 3
+    assert set(DataDir.load(recipe / "data/train").text) == set(librispeech_expected(["train-clean-100"]))
+    assert set(DataDir.load(recipe / "data/dev_clean").text) == {"84-121123-0000"}
+    assert_clean(recipe / "data/dev")
+
+
+# ---------------------------------------------------------------- AN4
+
+AN4_TRAIN = [  # (file id, words, seconds); speakers fash, fbbh, mblw
+    ("an251-fash-b", "YES", 0.5), ("an253-fash-b", "GO", 0.4), ("cen1-fash-b", "R O S E", 0.9),
+    ("an76-fbbh-b", "ENTER SIX TWO", 0.8), ("cen2-fbbh-b", "H I N E S", 0.7),
+    ("an126-mblw-b", "NO", 0.45), ("cen4-mblw-b", "ONE FIFTY ONE", 1.0),
+]
+AN4_TEST = [("an406-fcaw-b", "RUBOUT T U O Y", 0.85), ("cen5-mjwl-b", "SEVENTEEN", 0.6)]
+
+
+def fake_an4(root: Path) -> Path:
+    """root/an4/{etc/an4_{train,test}.transcription, wav/{an4_clstk,an4test_clstk}/<spk>/<id>.sph}"""
+    an4 = root / "an4"
+    (an4 / "etc").mkdir(parents=True)
+    seed = 0
+    for name, folder, rows in (("train", "an4_clstk", AN4_TRAIN), ("test", "an4test_clstk", AN4_TEST)):
+        lines = []
+        for fileid, words, seconds in rows:
+            sph = an4 / "wav" / folder / fileid.split("-")[1] / f"{fileid}.sph"
+            sph.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(sph, tone(seconds, 16000, seed), 16000, format="NIST", subtype="PCM_16")
+            seed += 1
+            lines.append(f"<s> {words} </s> ({fileid})\n")
+        (an4 / "etc" / f"an4_{name}.transcription").write_text("".join(lines))
+    return an4
+
+
+def an4_utt(fileid: str) -> str:
+    pre, spk, last = fileid.split("-")
+    return f"{spk}-{pre}-{last}"
+
+
+def test_an4_stage1_writes_exact_data_dirs(tmp_path):
+    an4 = fake_an4(tmp_path / "corpus")
+    assert sf.info(str(next(an4.glob("wav/an4_clstk/fash/*.sph")))).format == "NIST"
+    recipe = copy_recipe(tmp_path, "an4")
+    proc = run_stage1(recipe, "--an4-dir", str(an4), "--ndev", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    train = {an4_utt(f): (w, f.split("-")[1], s) for f, w, s in AN4_TRAIN}
+    first_two = sorted(train)[:2]  # ESPnet: dev = the first ndev sorted training utterances
+    expected = {"dev": {u: train[u] for u in first_two},
+                "train": {u: v for u, v in train.items() if u not in first_two},
+                "test": {an4_utt(f): (w, f.split("-")[1], s) for f, w, s in AN4_TEST}}
+    assert first_two == ["fash-an251-b", "fash-an253-b"]
+    for name, want in expected.items():
+        d = recipe / "data" / name
+        assert_clean(d)
+        dd = DataDir.load(d)
+        assert dd.text == {u: w for u, (w, _, _) in want.items()}
+        assert dd.utt2spk == {u: s for u, (_, s, _) in want.items()}
+        assert all(p.endswith(".sph") for p in dd.wav_scp.values())  # libsndfile reads SPHERE: no pipe
+        assert durations(dd) == pytest.approx({u: s for u, (_, _, s) in want.items()}, abs=1e-6)
+
+
+def test_an4_faults_are_named_by_file_and_line(tmp_path):
+    an4 = fake_an4(tmp_path / "corpus")
+    trans = an4 / "etc/an4_train.transcription"
+    trans.write_text(trans.read_text() + "<s> NO ID HERE </s>\n" + "<s> TWO </s> (an9-nobody-b)\n"
+                     + "<s> </s> (an251-fash-b)\n" + "<s> BAD ID </s> (an9fash)\n")
+    (an4 / "wav/an4test_clstk/mjwl/cen5-mjwl-b.sph").write_bytes(b"not a sphere file")
+    recipe = copy_recipe(tmp_path, "an4")
+
+    proc = run_stage1(recipe, "--an4-dir", str(an4), "--ndev", "2")
+    assert proc.returncode != 0
+    assert f"{trans}:8: not '<s> TEXT </s> (fileid)'" in proc.stderr
+    assert f"{trans}:9: 'an9-nobody-b': audio {an4}/wav/an4_clstk/nobody/an9-nobody-b.sph missing" in proc.stderr
+    assert f"{trans}:10: 'an251-fash-b' has no text" in proc.stderr
+    assert f"{trans}:11: file id 'an9fash' is not <prefix>-<speaker>-<suffix>" in proc.stderr
+    test_trans = an4 / "etc/an4_test.transcription"
+    if shutil.which("sph2pipe") is None:
+        assert f"{test_trans}:2: 'cen5-mjwl-b': {an4}/wav/an4test_clstk/mjwl/cen5-mjwl-b.sph is not a SPHERE" in proc.stderr
+
+    proc = run_stage1(recipe, "--an4-dir", str(an4), "--ndev", "2", "--skip-bad", "true")
+    assert proc.returncode == 0, proc.stderr
+    dropped = 4 if shutil.which("sph2pipe") else 5
+    assert f"{dropped} utterance(s) left out, listed in data/local/dropped" in proc.stderr
+    assert len((recipe / "data/local/dropped").read_text().splitlines()) == dropped
+    assert len(DataDir.load(recipe / "data/train")) + len(DataDir.load(recipe / "data/dev")) == len(AN4_TRAIN)
+
+
+# ---------------------------------------------------------------- Common Voice
+
+HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccent\tlocale\tsegment"
+SPK = {"a": "4b1d" * 8, "b": "9c0e" * 8, "c": "17f3" * 8}
+# tsv -> [(speaker, clip number, sentence, seconds)]
+CV = {
+    "dev": [("c", 10, "Dov'è la stazione?", 0.7)],
+    "test": [("b", 11, "Ｆｕｌｌ-width ＡＢＣ.", 0.6)],
+    "train": [("a", 1, "Buongiorno a tutti", 0.8), ("b", 2, "«Ciao», disse l'uomo.", 0.9)],
+}
+CV["validated"] = CV["train"] + CV["dev"] + CV["test"] + [("a", 3, "Un  altro   esempio", 0.5)]
+
+
+def clip_name(n: int) -> str:
+    return f"common_voice_it_{1000 + n}.mp3"
+
+
+def fake_commonvoice(root: Path) -> Path:
+    """root/cv-corpus-test/it/{train,dev,test,validated}.tsv + clips/*.mp3 (48 kHz)"""
+    lang = root / "cv-corpus-test" / "it"
+    (lang / "clips").mkdir(parents=True)
+    for rows in CV.values():
+        for _, n, _, seconds in rows:
+            path = lang / "clips" / clip_name(n)
+            if not path.exists():
+                sf.write(path, tone(seconds, 48000, n), 48000, format="MP3", subtype="MPEG_LAYER_III")
+    for tsv, rows in CV.items():
+        lines = [HEADER] + [f"{SPK[s]}\t{clip_name(n)}\t{text}\t2\t0\t\t\t\tit\t" for s, n, text, _ in rows]
+        (lang / f"{tsv}.tsv").write_text("\n".join(lines) + "\n")
+    return root / "cv-corpus-test"
+
+
+def cv_utt(s: str, n: int) -> str:
+    return f"{SPK[s]}-{clip_name(n)[:-4]}"
+
+
+@pytest.fixture(scope="module")
+def mp3_supported():
+    if "MP3" not in sf.available_formats():
+        pytest.skip(f"libsndfile {sf.__libsndfile_version__} has no MP3 support (needs >= 1.1)")
+
+
+def test_commonvoice_stage1_converts_mp3_and_writes_exact_data_dirs(tmp_path, mp3_supported):
+    corpus = fake_commonvoice(tmp_path / "corpus")
+    recipe = copy_recipe(tmp_path, "commonvoice")
+    proc = run_stage1(recipe, "--cv-dir", str(corpus), "--lang", "it", "--nj", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "train: 2 clips of validated.tsv are in dev/test and left out (as ESPnet)" in proc.stdout
+
+    # validated minus dev and test; NFKC (full-width letters), upper case, punctuation kept
+    expected = {
+        "train": {cv_utt("a", 1): "BUONGIORNO A TUTTI", cv_utt("b", 2): "«CIAO», DISSE L'UOMO.",
+                  cv_utt("a", 3): "UN ALTRO ESEMPIO"},
+        "dev": {cv_utt("c", 10): "DOV'È LA STAZIONE?"},
+        "test": {cv_utt("b", 11): "FULL-WIDTH ABC."},
+    }
+    seconds = {cv_utt(s, n): sec for rows in CV.values() for s, n, _, sec in rows}
+    for name, want in expected.items():
+        d = recipe / "data" / name
+        assert_clean(d)  # 16 kHz FLAC: the asr.sh stage-3 check passes
+        dd = DataDir.load(d)
+        assert dd.text == want
+        assert dd.utt2spk == {u: u.split("-")[0] for u in want}
+        assert all(Path(p).parent == (recipe / "dump/audio_16k").resolve() and p.endswith(".flac")
+                   for p in dd.wav_scp.values())
+        # mp3 adds encoder delay/padding (up to ~1152 samples at 48 kHz ~ 0.024 s each side)
+        assert durations(dd) == pytest.approx({u: seconds[u] for u in want}, abs=0.06)
+    # the converted audio is the clip's tone: its spectrum peaks at the clip's f0
+    audio, sr = sf.read(DataDir.load(recipe / "data/train").wav_scp[cv_utt("a", 1)])
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert abs(np.argmax(spectrum) * sr / len(audio) - (120 + 15 * 1)) < 3
+
+
+def test_commonvoice_text_normalisation_options():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cv_prep", ROOT / "egs/commonvoice/asr/local/prepare_data.py")
+    cv_prep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cv_prep)
+    norm = cv_prep.normalize_text
+    assert norm("«Ciao», disse l'uomo.") == "«CIAO», DISSE L'UOMO."
+    assert norm("«Ciao», disse l'uomo.", case="lower", remove_punctuation=True) == "ciao disse l'uomo"
+    assert norm("'Well-known' -- rock'n'roll!", case="keep", remove_punctuation=True) == "Well-known rock'n'roll"
+    assert norm("ﬁne Ｆｕｌｌ", case="keep") == "fine Full"  # NFKC: ligature and full-width folded
+    assert norm("Straße", case="upper") == "STRASSE"
+
+
+def test_commonvoice_faults_are_named_by_file_and_line(tmp_path, mp3_supported):
+    corpus = fake_commonvoice(tmp_path / "corpus")
+    lang = corpus / "it"
+    validated = lang / "validated.tsv"
+    validated.write_text(validated.read_text()
+                         + f"{SPK['a']}\tcommon_voice_it_9999.mp3\tMissing clip\t2\t0\t\t\t\tit\t\n"
+                         + f"{SPK['a']}\t{clip_name(1)}\ttoo few fields\n"
+                         + f"{SPK['c']}\tcommon_voice_it_8888.mp3\t  \t2\t0\t\t\t\tit\t\n")
+    (lang / "clips" / "common_voice_it_7777.mp3").write_bytes(b"\xff\xfbnot really an mp3" * 3)
+    test_tsv = lang / "test.tsv"
+    test_tsv.write_text(test_tsv.read_text() + f"{SPK['b']}\tcommon_voice_it_7777.mp3\tBroken audio\t2\t0\t\t\t\tit\t\n")
+    recipe = copy_recipe(tmp_path, "commonvoice")
+
+    proc = run_stage1(recipe, "--cv-dir", str(corpus), "--lang", "it", "--nj", "1")
+    assert proc.returncode != 0
+    assert f"{validated}:7: 'common_voice_it_9999.mp3': clip {lang}/clips/common_voice_it_9999.mp3 missing" in proc.stderr
+    assert f"{validated}:8: 3 tab-separated fields, the header has 10" in proc.stderr
+    assert f"{validated}:9: 'common_voice_it_8888.mp3': empty sentence" in proc.stderr
+    assert not (recipe / "data/train").exists()
+
+    proc = run_stage1(recipe, "--cv-dir", str(corpus), "--lang", "it", "--nj", "1", "--skip-bad", "true")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 row(s) left out, listed in data/local/dropped" in proc.stderr
+    # the undecodable clip is found when converting, and named by its TSV line
+    assert f"{test_tsv}:3: 'common_voice_it_7777.mp3': cannot decode" in (recipe / "data/local/dropped").read_text()
+    assert set(DataDir.load(recipe / "data/test").text) == {cv_utt("b", 11)}
+    assert_clean(recipe / "data/train")
