@@ -200,3 +200,22 @@ def test_multinode_preset_reads_slurm_environment(monkeypatch):
     env = trainer.strategy.cluster_environment
     assert isinstance(env, SLURMEnvironment)
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (4, 3, 1, 1)
+
+
+def test_a_rank_that_raises_under_torchrun_ends_the_run_quickly(data):
+    """Without Lightning's own launcher (whose observer kills the group), torchrun's agent
+    stops the surviving ranks when one fails, rather than letting them wait in an
+    all-reduce for the process group's timeout."""
+    import time
+
+    root, d = data
+    exp = root / "torchrun_raise"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           "-m", "speechlm.bin.train", "trainer=multinode", "trainer.accelerator=cpu",
+                           "trainer.precision=32-true", "trainer.num_nodes=1", "trainer.devices=2",
+                           *train_cmd(root, d, exp), "trainer.max_epochs=3", "+callbacks.fault._target_=ddp_probe.PlantFault",
+                           "+callbacks.fault.kind=raise", "+callbacks.fault.step=2", "+callbacks.fault.rank=1"],
+                          capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode != 0 and "planted fault on rank 1" in proc.stdout + proc.stderr
+    assert time.monotonic() - start < 150  # start-up included; a hang would last the 30-min timeout
