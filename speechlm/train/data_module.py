@@ -94,10 +94,19 @@ class SpeechDataModule(L.LightningDataModule):
         self.bad_utterances, self.silence_dbfs = bad_utterances, silence_dbfs
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set, self.valid_set = (
-            AudioDataset(d, self.sample_rate, self.encode, self.tables, self.transforms, seed=self.seed,
-                         bad_utterances=self.bad_utterances, silence_dbfs=self.silence_dbfs)
-            for d in (self.train_dir, self.valid_dir))
+        self.train_set, self.valid_set = self.dataset(self.train_dir), self.dataset(self.valid_dir)
+
+    def dataset(self, data_dir: str | Path) -> AudioDataset:
+        """The items of a data dir, with this module's item options."""
+        return AudioDataset(data_dir, self.sample_rate, self.encode, self.tables, self.transforms, seed=self.seed,
+                            bad_utterances=self.bad_utterances, silence_dbfs=self.silence_dbfs)
+
+    def batches_done(self) -> Callable[[], int] | None:
+        """The trainer's count of finished batches in the epoch (what a resume skips)."""
+        if self.trainer is None:
+            return None
+        trainer = self.trainer
+        return lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _loader(self, dataset: AudioDataset, max_seconds: float, shuffle: bool) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else None
@@ -105,10 +114,7 @@ class SpeechDataModule(L.LightningDataModule):
         sampler = DurationBucketSampler(dataset.durations, max_seconds, num_buckets=self.num_buckets,
                                         max_batch_size=self.max_batch_size, shuffle=shuffle, seed=self.seed,
                                         rank=rank, world_size=world, tag_epoch=shuffle)
-        done = None
-        if shuffle and self.trainer is not None:
-            trainer = self.trainer
-            done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
+        done = self.batches_done() if shuffle else None
         return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio,
                                    num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                                    generator=torch.Generator().manual_seed(self.seed), batches_done=done)

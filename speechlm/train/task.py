@@ -107,6 +107,13 @@ class Task(L.LightningModule):
                      prog_bar=name in ("loss", "acc"), sync_dist=not on_step)
 
     def training_step(self, batch: dict, batch_idx: int):
+        if batch.get("pad"):
+            # A padding batch (sharded data: this rank has no real batch left, another has):
+            # take part in the step (the ranks' agreement, the all-reduce of a zero gradient)
+            # and train nothing. Stepping with the others keeps the ranks' weights equal.
+            if self._all_ranks_agree(True):
+                self._trained_batches_since_step += 1
+            return self._zero_loss()
         self._note_bad(batch.get("dropped", ()))
         size = batch_size(batch)
         stats = self._forward_alignable(batch) if size else None
