@@ -345,3 +345,128 @@ def test_commonvoice_faults_are_named_by_file_and_line(tmp_path, mp3_supported):
     assert f"{test_tsv}:3: 'common_voice_it_7777.mp3': cannot decode" in (recipe / "data/local/dropped").read_text()
     assert set(DataDir.load(recipe / "data/test").text) == {cv_utt("b", 11)}
     assert_clean(recipe / "data/train")
+
+
+# ---------------------------------------------------------------- presets vs ESPnet's configs
+
+# The model part of each ESPnet recipe config a preset maps (copied from the files named in
+# the presets' headers: encoder/decoder/model/frontend confs as published).
+ESPNET_LS100_DECODER = dict(decoder="transformer", decoder_conf=dict(
+    attention_heads=4, linear_units=2048, num_blocks=6, dropout_rate=0.1, positional_dropout_rate=0.1,
+    self_attention_dropout_rate=0.1, src_attention_dropout_rate=0.1),
+    model_conf=dict(ctc_weight=0.3, lsm_weight=0.1, length_normalized_loss=False),
+    frontend_conf=dict(n_fft=512, win_length=400, hop_length=160))
+ESPNET = {
+    # egs2/librispeech_100/asr1/conf/tuning/train_asr_conformer_lr2e-3_warmup15k_amp_nondeterministic.yaml
+    ("librispeech", "librispeech100_conformer"): (dict(encoder="conformer", encoder_conf=dict(
+        output_size=256, attention_heads=4, linear_units=1024, num_blocks=12, dropout_rate=0.1,
+        positional_dropout_rate=0.1, attention_dropout_rate=0.1, input_layer="conv2d", normalize_before=True,
+        macaron_style=True, rel_pos_type="latest", pos_enc_layer_type="rel_pos",
+        selfattention_layer_type="rel_selfattn", activation_type="swish", use_cnn_module=True,
+        cnn_module_kernel=31), **ESPNET_LS100_DECODER), set()),
+    # egs2/librispeech_100/asr1/conf/tuning/train_asr_e_branchformer_size256_mlp1024_linear1024_e12_mactrue_edrop0.0_ddrop0.0.yaml
+    ("librispeech", "librispeech100_e_branchformer"): (dict(encoder="e_branchformer", encoder_conf=dict(
+        output_size=256, attention_heads=4, attention_layer_type="rel_selfattn", pos_enc_layer_type="rel_pos",
+        rel_pos_type="latest", cgmlp_linear_units=1024, cgmlp_conv_kernel=31, use_linear_after_conv=False,
+        gate_activation="identity", num_blocks=12, dropout_rate=0.1, positional_dropout_rate=0.1,
+        attention_dropout_rate=0.1, input_layer="conv2d", layer_drop_rate=0.0, linear_units=1024,
+        positionwise_layer_type="linear", use_ffn=True, macaron_ffn=True, merge_conv_kernel=31),
+        **ESPNET_LS100_DECODER), {"encoder_conf.positionwise_layer_type"}),  # "linear", the only kind ours has
+    # egs2/librispeech/asr1/conf/tuning/train_asr_e_branchformer.yaml
+    ("librispeech", "librispeech960_e_branchformer"): (dict(
+        encoder="e_branchformer", encoder_conf=dict(
+            output_size=512, attention_heads=8, attention_layer_type="rel_selfattn", pos_enc_layer_type="rel_pos",
+            rel_pos_type="latest", cgmlp_linear_units=3072, cgmlp_conv_kernel=31, use_linear_after_conv=False,
+            gate_activation="identity", num_blocks=17, dropout_rate=0.1, positional_dropout_rate=0.1,
+            attention_dropout_rate=0.1, input_layer="conv2d", layer_drop_rate=0.1, linear_units=1024,
+            positionwise_layer_type="linear", macaron_ffn=True, use_ffn=True, merge_conv_kernel=31),
+        decoder="transformer", decoder_conf=dict(
+            attention_heads=8, linear_units=2048, num_blocks=6, dropout_rate=0.1, positional_dropout_rate=0.1,
+            self_attention_dropout_rate=0.1, src_attention_dropout_rate=0.1, layer_drop_rate=0.2),
+        model_conf=dict(ctc_weight=0.3, lsm_weight=0.1, length_normalized_loss=False),
+        frontend_conf=dict(n_fft=512, hop_length=160)),
+        {"encoder_conf.positionwise_layer_type"}),
+    # egs2/commonvoice/asr1/conf/tuning/train_asr_conformer5.yaml
+    ("commonvoice", "commonvoice_conformer"): (dict(
+        frontend="default", frontend_conf=dict(n_fft=512, win_length=400, hop_length=160),
+        encoder="conformer", encoder_conf=dict(
+            input_layer="conv2d", num_blocks=12, linear_units=2048, dropout_rate=0.1, output_size=256,
+            attention_heads=4, attention_dropout_rate=0.0, pos_enc_layer_type="rel_pos",
+            selfattention_layer_type="rel_selfattn", activation_type="swish", macaron_style=True,
+            use_cnn_module=True, cnn_module_kernel=15),
+        decoder="transformer", decoder_conf=dict(input_layer="embed", num_blocks=6, linear_units=2048, dropout_rate=0.1),
+        model_conf=dict(ctc_weight=0.3, lsm_weight=0.1, length_normalized_loss=False)),
+        {"decoder_conf.input_layer"}),  # "embed", the only kind ours has
+    # egs2/an4/asr1/conf/train_asr_transformer.yaml (its e2e_conf holds the loss weights)
+    ("an4", "an4_transformer"): (dict(
+        encoder="transformer", encoder_conf=dict(
+            output_size=256, attention_heads=4, linear_units=2048, num_blocks=12, dropout_rate=0.1,
+            positional_dropout_rate=0.1, attention_dropout_rate=0.0, input_layer="conv2d", normalize_before=True),
+        decoder="transformer", decoder_conf=dict(
+            attention_heads=4, linear_units=2048, num_blocks=6, dropout_rate=0.1, positional_dropout_rate=0.1,
+            self_attention_dropout_rate=0.0, src_attention_dropout_rate=0.0),
+        model_conf=dict(ctc_weight=0.3, lsm_weight=0.1, length_normalized_loss=False)), set()),
+}
+
+
+def compose_preset(corpus: str, experiment: str, vocab_size: int):
+    """The recipe's training config (conf/train.yaml + the recipe's conf/ as asr.sh's --config-dir)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=[
+            f"experiment={experiment}", f"hydra.searchpath=[file://{ROOT / 'egs' / corpus / 'asr' / 'conf'}]",
+            f"vocab_size={vocab_size}", f"special_ids={{blank: 0, unk: 1, sos: {vocab_size - 1}, eos: {vocab_size - 1}}}"])
+    HydraConfig.instance().set_config(cfg)  # train.yaml's tag reads hydra:runtime.choices
+    return cfg
+
+
+@pytest.mark.parametrize("corpus,experiment", list(ESPNET))
+def test_preset_is_the_espnet_recipe_model(corpus, experiment):
+    """Our converter's reading of ESPnet's published config and the recipe's preset build the
+    same network: ESPnet-config weights load strictly into the preset's model and give the
+    same loss (frontend STFT, normalisation, encoder, decoder, CTC and loss weights)."""
+    import torch
+
+    from speechlm.interop.espnet_asr import espnet_asr_model_config
+    from speechlm.models.build import build_model
+
+    espnet_conf, expected_left_out = ESPNET[(corpus, experiment)]
+    vocab = 40
+    left_out: dict[str, str] = {}
+    theirs_cfg = espnet_asr_model_config({**espnet_conf, "token_list": [f"t{i}" for i in range(vocab)],
+                                          "normalize": "global_mvn"}, left_out)
+    assert set(left_out) == expected_left_out
+    cfg = compose_preset(corpus, experiment, vocab)
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    torch.manual_seed(0)
+    theirs = build_model(theirs_cfg, initialize=False).eval()
+    ours = build_model(cfg.model, initialize=False).eval()
+    # every option ESPnet's config sets (dropouts and layer drop included, which the loss
+    # comparison in eval mode cannot see) has the preset's value
+    from omegaconf import OmegaConf
+    mine = OmegaConf.to_container(cfg.model, resolve=True)
+    for part in ("encoder", "decoder"):
+        for key, value in theirs_cfg[part].items():
+            assert key in ("_target_", "input_size") or mine[part][key] == value, (part, key, mine[part][key], value)
+    assert mine["ctc_weight"] == theirs_cfg["ctc_weight"] and mine["lsm_weight"] == theirs_cfg["lsm_weight"]
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    g = torch.Generator().manual_seed(0)
+    batch = {"audio": 0.1 * torch.randn(2, 16000, generator=g), "audio_lens": torch.tensor([16000, 11000]),
+             "tokens": torch.randint(2, vocab - 1, (2, 5), generator=g), "token_lens": torch.tensor([5, 3])}
+    with torch.no_grad():
+        a, b = theirs(batch), ours(batch)
+    for key in ("loss", "loss_ctc", "loss_att"):
+        assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-5), (key, a[key], b[key])
+
+
+@pytest.mark.parametrize("experiment,millions", [("librispeech100_e_branchformer", 38.47),
+                                                 ("librispeech960_e_branchformer", 148.92)])
+def test_librispeech_presets_have_espnets_parameter_count(experiment, millions):
+    """ESPnet's README gives the parameter count (bpe5000: a 5000-token list)."""
+    from speechlm.models.build import build_model
+
+    cfg = compose_preset("librispeech", experiment, 5000)
+    model = build_model(cfg.model, initialize=False)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == millions
