@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stages 2-8 shared by the ASR recipes (as ESPnet's asr.sh): speed perturbation, validation
-# + CMVN, tokenizer, training, averaging + decoding, scoring into exp/<experiment>/RESULTS.md.
+# + CMVN, tokenizer, language model (optional), training, averaging + decoding, scoring into
+# exp/<experiment>/RESULTS.md.
 # A recipe's run.sh prepares data/{train,dev,test} in stages 0-1 and then calls this:
 #   asr.sh --stage N --stop-stage N --experiment NAME [--tag TAG] [--test-sets "dev test"]
 #          [--train-args "hydra overrides"] [--decode-args "hydra overrides"]
@@ -10,6 +11,10 @@
 #   --tag conformer_fast_transducer --train-args "model=transducer".
 # --beam-size goes to any model's search; --ctc-weight (joint CTC/attention search only) is
 # left to the search's default unless given.
+# Stage 5 (optional, --use-lm true) trains a language model on text into exp/LM_TAG
+# (--lm-experiment preset, --lm-args "hydra overrides"; --lm-train-text FILE, default the
+# training transcripts data/train/text: the speed-perturbed copies would repeat each line
+# three times) and averages it; stage 7 then decodes with shallow fusion (--lm-weight).
 set -euo pipefail
 
 stage=2
@@ -26,7 +31,13 @@ num_avg=3
 train_args=""
 decode_args=""
 tag=""
-append_options="train_args decode_args"
+use_lm=false
+lm_experiment=lm_transformer
+lm_train_text=""
+lm_args=""
+lm_weight=0.3
+lm_tag=lm
+append_options="train_args decode_args lm_args"
 . parse_options.sh
 
 [ -n "$tag" ] || tag=$experiment
@@ -59,6 +70,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   python -m speechlm.bin.train_tokenizer --data-dir "data/$train_set" --type "$token_type" $size --out data/tokenizer
 fi
 
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ] && [ "$use_lm" = true ]; then
+  log "stage 5: language model $lm_experiment (exp/$lm_tag)"
+  [ -n "$lm_train_text" ] || lm_train_text=data/train/text
+  # shellcheck disable=SC2086
+  python -m speechlm.bin.train "${config_dir[@]}" experiment="$lm_experiment" exp_dir="exp/$lm_tag" \
+    data.train_text="$lm_train_text" data.valid_text="data/$valid_set/text" tokenizer_dir=data/tokenizer $lm_args
+  python -m speechlm.bin.average_checkpoints "exp/$lm_tag" --num "$num_avg"
+fi
+
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
   log "stage 6: train ($exp)"
   # shellcheck disable=SC2086
@@ -72,6 +92,9 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   python -m speechlm.bin.average_checkpoints "$exp" --num "$num_avg"
   search_args="search.beam_size=$beam_size"
   [ -z "$ctc_weight" ] || search_args="$search_args search.ctc_weight=$ctc_weight"
+  if [ "$use_lm" = true ]; then  # shallow fusion with stage 5's LM
+    search_args="$search_args search.lm_checkpoint=exp/$lm_tag/model.avg.ckpt search.lm_weight=$lm_weight"
+  fi
   for d in $test_sets; do
     # shellcheck disable=SC2086
     python -m speechlm.bin.decode checkpoint="$exp/model.avg.ckpt" data_dir="data/$d" \

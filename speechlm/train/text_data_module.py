@@ -44,7 +44,7 @@ TEXT_FORMATS = ("kaldi", "plain")
 def read_text_lines(path: str | Path, text_format: str = "kaldi") -> list[tuple[str, str, int]]:
     """(id, text, 1-based line number) of every line of `path`; a line that is not UTF-8 is
     an error naming file and line. Kaldi: the first field is the id (a line of only an id
-    has empty text); plain: the id is `FILE:LINE`."""
+    has empty text, an empty line an empty id); plain: the id is `FILE:LINE`."""
     if text_format not in TEXT_FORMATS:
         raise ValueError(f"text_format {text_format!r}: one of {TEXT_FORMATS}")
     path = Path(path)
@@ -59,8 +59,7 @@ def read_text_lines(path: str | Path, text_format: str = "kaldi") -> list[tuple[
                 raise ValueError(f"{path}:{number}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if text_format == "kaldi":
                 fields = line.strip().split(maxsplit=1)
-                utt = fields[0] if fields else f"{path}:{number}"
-                lines.append((utt, fields[1] if len(fields) > 1 else "", number))
+                lines.append((fields[0] if fields else "", fields[1] if len(fields) > 1 else "", number))
             else:
                 lines.append((f"{path}:{number}", line.strip(), number))
     return lines
@@ -87,8 +86,8 @@ class TextDataset(Dataset):
             if reason is not None:
                 where = f"{self.path}:{number}"
                 if bad_lines == "error":
-                    raise ValueError(f"{where}: {reason} ({utt}; data.bad_lines=skip leaves such lines out)")
-                self.dropped.append((where if text_format == "plain" else f"{where} {utt}", reason))
+                    raise ValueError(f"{where}: {reason} (data.bad_lines=skip leaves such lines out)")
+                self.dropped.append((where if text_format == "plain" or not utt else f"{where} {utt}", reason))
                 continue
             self.ids.append(utt)
             self.tokens.append(np.asarray(ids, dtype=np.int64))
