@@ -470,3 +470,30 @@ def test_librispeech_presets_have_espnets_parameter_count(experiment, millions):
     cfg = compose_preset("librispeech", experiment, 5000)
     model = build_model(cfg.model, initialize=False)
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == millions
+
+
+# ---------------------------------------------------------------- AN4 end to end
+
+TINY_AN4 = ("trainer=cpu trainer.max_epochs=1 trainer.accumulate_grad_batches=1 encoder.num_blocks=1 "
+            "encoder.output_size=32 encoder.linear_units=64 encoder.attention_heads=2 decoder.num_blocks=1 "
+            "decoder.linear_units=64 decoder.attention_heads=2 data.num_workers=0 "
+            "+trainer.enable_model_summary=false trainer.enable_progress_bar=false")
+
+
+@pytest.mark.slow  # ~90 s on a busy 2-core machine
+def test_an4_recipe_runs_stages_1_to_8_on_the_fake_corpus(tmp_path):
+    """Every stage of egs/an4/asr (speed perturbation, validation + CMVN, tokenizer, training
+    with the recipe's preset shrunk and on the CPU, averaging, decoding, scoring)."""
+    an4 = fake_an4(tmp_path / "corpus")
+    recipe = copy_recipe(tmp_path, "an4")
+    env = {**os.environ, "SPEECHLM_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", "run.sh", "--stage", "1", "--an4-dir", str(an4), "--ndev", "2",
+                           "--token-type", "char", "--num-avg", "1", "--beam-size", "2", "--train-args", TINY_AN4],
+                          cwd=recipe, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = recipe / "exp/an4_transformer"
+    config = (exp / "config.yaml").read_text()
+    assert "speechlm.encoders.transformer.TransformerEncoder" in config and "hop_length: 128" in config
+    assert len(DataDir.load(recipe / "data/train_sp")) == 3 * (len(AN4_TRAIN) - 2)
+    results = (exp / "RESULTS.md").read_text()
+    assert "|dev|2|2|" in results and f"|test|{len(AN4_TEST)}|6|" in results
