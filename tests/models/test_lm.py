@@ -128,3 +128,34 @@ def test_batches_bounded_by_tokens_cover_every_line_once(tmp_path, tokenizer):
         seen += batch["ids"]
     assert sorted(seen) == sorted(line.split()[0] for line in lines)
     assert collate_tokens([{"id": "a", "tokens": torch.tensor([2, 3])}])["token_lens"].tolist() == [2]
+
+
+def _module(tmp_path, tokenizer, n: int = 50) -> TextDataModule:
+    tokenizer.save(tmp_path / "tok")
+    words = "one two three four five".split()
+    (tmp_path / "text").write_text("".join(f"u{i:03d} " + " ".join(words[: 1 + i % 5]) + "\n" for i in range(n)))
+    dm = TextDataModule(tmp_path / "text", tmp_path / "text", tmp_path / "tok", max_tokens=10, num_buckets=2)
+    dm.setup()
+    return dm
+
+
+def test_ranks_get_disjoint_equal_shards_and_a_loader_resumes_mid_epoch(tmp_path, tokenizer):
+    from types import SimpleNamespace
+
+    dm = _module(tmp_path, tokenizer)
+    shards = []
+    for rank in (0, 1):  # what a 2-process DDP run's data modules see
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, is_global_zero=rank == 0)
+        shards.append([b["ids"] for b in dm.train_dataloader()])
+    assert len(shards[0]) == len(shards[1])
+    ids = [i for shard in shards for b in shard for i in b]
+    assert sorted(ids) == sorted(dm.train_set.ids)  # each line once, on one rank
+    dm.trainer = None
+    loader = dm.train_dataloader()
+    whole = [b["ids"] for b in loader]
+    it = iter(loader)
+    next(it), next(it), next(it)
+    state = loader.state_dict()  # as a checkpoint written after 3 batches holds it
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict(state)
+    assert [b["ids"] for b in resumed] == whole[3:]
