@@ -60,11 +60,13 @@ def search_node(model, chosen: Mapping[str, Any] | DictConfig | None,
 
 def build_search(model, chosen: Mapping[str, Any] | DictConfig | None, preferred: Mapping[str, Any] | None = None,
                  tokenizer=None):
-    """The search object; a search class with a `tokenizer` argument (one that needs the
-    vocabulary's special tokens, e.g. Whisper's) gets the model's tokenizer."""
+    """The search object; a search class with a `tokenizer` argument gets the model's
+    tokenizer: one that needs the vocabulary's special tokens (e.g. Whisper's) must have it,
+    one that may use it (to check that a fused LM's tokenizer is the model's) takes None."""
     node = search_node(model, chosen, preferred)
-    if "tokenizer" in inspect.signature(hydra.utils.get_class(node["_target_"])).parameters:
-        if tokenizer is None:
+    param = inspect.signature(hydra.utils.get_class(node["_target_"])).parameters.get("tokenizer")
+    if param is not None:
+        if tokenizer is None and param.default is inspect.Parameter.empty:
             raise ValueError(f"{node['_target_']} needs the model's tokenizer, and the checkpoint has none")
         return hydra.utils.instantiate(node, tokenizer=tokenizer)
     return hydra.utils.instantiate(node)

@@ -5,12 +5,13 @@ CTC/attention architecture for end-to-end speech recognition"; Seki et al. 2019,
 "Vectorized beam search for CTC-attention-based speech recognition"), run for B utterances
 at once: at every step all running hypotheses of all utterances, N = B x beam rows (fewer
 as utterances finish and leave the batch), go through one decoder `step` call and one
-`CTCPrefixScorer.score` call, and the top-k is taken per utterance on a (B, beam x V)
+`CTCPrefixScorer.score` call (and one LM `step` call with shallow fusion), and the top-k is taken per utterance on a (B, beam x V)
 view. For each utterance the result is what ESPnet's `BatchBeamSearch` (as
-`espnet2/bin/asr_inference.py` builds it: scorers decoder, ctc, length_bonus,
+`espnet2/bin/asr_inference.py` builds it: scorers decoder, ctc, lm (if any), length_bonus,
 `pre_beam_score_key="full"`) returns for that utterance alone:
 
-    full(h, c)     = (1 - ctc_weight) * log p_dec(c | h, x) + length_penalty
+    full(h, c)     = (1 - ctc_weight) * log p_dec(c | h, x) + lm_weight * log p_lm(c | h)
+                     + length_penalty
     pre-beam       = the int(pre_beam_ratio * beam) best c by full(h, c), plus <eos>
                      (only when 0 < ctc_weight < 1 and that is fewer than V tokens)
     score(h + c)   = score(h) + full(h, c) + ctc_weight * (log psi(h + c) - log psi(h))
@@ -51,6 +52,7 @@ import torch
 from torch import Tensor
 
 from speechlm.search.ctc_prefix_score import CTCPrefixScorer
+from speechlm.search.lm_fusion import FusionLM
 
 LogitFilter = Callable[[Tensor, Tensor], Tensor]
 
@@ -62,7 +64,7 @@ END_DETECT_D = -10.0  # ... ended only hypotheses this far (log) below the best 
 @dataclass
 class Hypothesis:
     """One result: tokens without <sos>/<eos>, total weighted score, and the unweighted
-    log-probabilities per scorer ("decoder", "ctc"; only the scorers in use)."""
+    log-probabilities per scorer ("decoder", "ctc", "lm"; only the scorers in use)."""
 
     tokens: list[int]
     score: float
@@ -115,6 +117,8 @@ def joint_beam_search(
     blank: int = 0,
     prefix: Sequence[int] | None = None,
     logit_filters: Sequence[LogitFilter] = (),
+    lm=None,
+    lm_weight: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """Beam search B utterances at once; returns each utterance's `nbest` best hypotheses.
 
@@ -126,6 +130,9 @@ def joint_beam_search(
     memory_lens:   (B,) valid frames per utterance (maxlen and minlen count from them)
     length_penalty: ESPnet's `penalty`, added per token (<eos> included)
     prefix:        forced first tokens (default [sos]); logit_filters: see the module docstring
+    lm, lm_weight: shallow fusion of a language model (`speechlm.models.lm` protocol,
+                   same vocabulary), a full scorer as ESPnet's `lm`; it starts from its own
+                   sos and sees the tokens after the forced prefix
     """
     use_dec, use_ctc = ctc_weight < 1.0, ctc_weight > 0.0
     if use_dec and (decoder is None or memory is None):
@@ -142,6 +149,9 @@ def joint_beam_search(
     pre_beam = int(pre_beam_ratio * beam_size)
     do_pre_beam = use_ctc and use_dec and pre_beam < V
     w_dec = 1.0 - ctc_weight
+    use_lm = lm is not None and lm_weight != 0
+    if use_lm and lm.vocab_size != V:
+        raise ValueError(f"the LM has {lm.vocab_size} tokens, the ASR model {V}")
 
     # Running hypotheses: U active utterances x W rows each (W = 1 at the start, then beam),
     # an utterance's live rows first, in ESPnet's order (best first); the other rows are
@@ -158,6 +168,7 @@ def joint_beam_search(
     score = torch.zeros(B, dtype=dtype, device=device)
     dec_total = torch.zeros(B, dtype=dtype, device=device)
     ctc_total = torch.zeros(B, dtype=dtype, device=device)
+    lm_total = torch.zeros(B, dtype=dtype, device=device)
     if use_dec:
         row_mask = (torch.arange(T, device=device)[None, :] < memory_lens.to(device)[utts, None])[:, None, :]
         state = decoder.init_state(B, device, memory=memory.index_select(0, utts), memory_mask=row_mask)
@@ -166,6 +177,8 @@ def joint_beam_search(
     if use_ctc:
         scorer = CTCPrefixScorer(blank=blank, eos=eos)
         ctc_state = scorer.init_state(ctc_log_probs.index_select(0, utts), memory_lens.to(device)[utts])
+    if use_lm:
+        lm_state = lm.init_state(B, device)
     ended: list[list[tuple[float, int, Hypothesis]]] = [[] for _ in range(B)]
 
     i = 0
@@ -175,6 +188,11 @@ def joint_beam_search(
         if use_dec:
             dec_logp, state = decoder.step(yseq[:, -1], state)
             weighted += w_dec * dec_logp
+        if use_lm:
+            lm_input = torch.full_like(yseq[:, -1], lm.sos) if i == 0 else yseq[:, -1]
+            lm_logp, lm_state = lm.step(lm_input, lm_state)
+            lm_logp = lm_logp.to(dtype)
+            weighted += lm_weight * lm_logp
         if length_penalty != 0:
             weighted += length_penalty
         for logit_filter in logit_filters:
@@ -201,19 +219,22 @@ def joint_beam_search(
         token = flat % V
         new_dec = dec_total[parent] + dec_logp[parent, token] if use_dec else dec_total[parent]
         new_ctc = ctc_total[parent] + ctc_gain[parent, token] if use_ctc else ctc_total[parent]
+        new_lm = lm_total[parent] + lm_logp[parent, token] if use_lm else lm_total[parent]
         valid = values > NEG_INF
 
         # ESPnet's post_process: <eos>, or the last step, ends a hypothesis.
         finished = valid & ((token == eos) | (maxlen[utts] - 1 == i)[:, None])
         if finished.any():
             u_idx, j_idx = finished.nonzero(as_tuple=True)
-            for u, p, tok, s, d, c in zip(utts[u_idx].tolist(), parent[u_idx, j_idx].tolist(),
-                                          token[u_idx, j_idx].tolist(), values[u_idx, j_idx].tolist(),
-                                          new_dec[u_idx, j_idx].tolist(), new_ctc[u_idx, j_idx].tolist()):
+            for u, p, tok, s, d, c, lm_s in zip(utts[u_idx].tolist(), parent[u_idx, j_idx].tolist(),
+                                                token[u_idx, j_idx].tolist(), values[u_idx, j_idx].tolist(),
+                                                new_dec[u_idx, j_idx].tolist(), new_ctc[u_idx, j_idx].tolist(),
+                                                new_lm[u_idx, j_idx].tolist()):
                 if i < bounds[u][1]:
                     continue  # shorter than minlen
                 tokens = yseq[p, P:].tolist() + ([] if tok == eos else [tok])
-                scores = ({"decoder": d} if use_dec else {}) | ({"ctc": c} if use_ctc else {})
+                scores = (({"decoder": d} if use_dec else {}) | ({"ctc": c} if use_ctc else {})
+                          | ({"lm": lm_s} if use_lm else {}))
                 ended[u].append((s, i + 2, Hypothesis(tokens, s, scores)))  # i + 2 = len(sos h eos)
         alive = valid & ~finished
         stay = alive.any(dim=1)
@@ -227,17 +248,20 @@ def joint_beam_search(
         order = torch.sort((~alive).to(torch.int8), dim=1, stable=True)[1]
         parent, token, alive = parent.gather(1, order), token.gather(1, order), alive.gather(1, order)
         values, new_dec, new_ctc = values.gather(1, order), new_dec.gather(1, order), new_ctc.gather(1, order)
+        new_lm = new_lm.gather(1, order)
         if int(stay.sum()) < U:
             utts, parent, token, alive = utts[stay], parent[stay], token[stay], alive[stay]
-            values, new_dec, new_ctc = values[stay], new_dec[stay], new_ctc[stay]
+            values, new_dec, new_ctc, new_lm = values[stay], new_dec[stay], new_ctc[stay], new_lm[stay]
         parent, token = parent.reshape(-1), token.reshape(-1)
         score = values.masked_fill(~alive, NEG_INF).reshape(-1)
-        dec_total, ctc_total = new_dec.reshape(-1), new_ctc.reshape(-1)
+        dec_total, ctc_total, lm_total = new_dec.reshape(-1), new_ctc.reshape(-1), new_lm.reshape(-1)
         yseq = torch.cat([yseq[parent], token[:, None]], dim=1)
         if use_dec:
             state = decoder.select_state(state, parent)
         if use_ctc:
             ctc_state = scorer.select(scored, parent, token)
+        if use_lm:
+            lm_state = lm.select_state(lm_state, parent)
         W = k
         i += 1
 
@@ -252,7 +276,7 @@ def joint_beam_search(
             decoder, None if ctc_log_probs is None else ctc_log_probs[index],
             None if memory is None else memory[index], memory_lens[index.to(memory_lens.device)],
             sos, eos, beam_size, ctc_weight, length_penalty, maxlenratio,
-            max(0.0, minlenratio - 0.1), pre_beam_ratio, nbest, blank, prefix, logit_filters)
+            max(0.0, minlenratio - 0.1), pre_beam_ratio, nbest, blank, prefix, logit_filters, lm, lm_weight)
         for u, hyps in zip(retry, again):
             results[u] = hyps
     return results
@@ -261,12 +285,15 @@ def joint_beam_search(
 class JointCTCAttentionSearch:
     """The search of CTC/attention models (`speechlm.models.ctc_attention`): the joint beam
     search with the model's decoder and CTC head; a model without a decoder (CTC only) is
-    searched by CTC prefix scores alone, one without a CTC head by the decoder alone."""
+    searched by CTC prefix scores alone, one without a CTC head by the decoder alone.
+    `lm_checkpoint` + `lm_weight`: shallow fusion of that language model (loaded once, on
+    first use; its tokenizer must be the model's, `tokenizer`, which decode passes in)."""
 
     def __init__(self, beam_size: int = 10, ctc_weight: float = 0.3, penalty: float = 0.0, maxlenratio: float = 0.0,
-                 minlenratio: float = 0.0):
+                 minlenratio: float = 0.0, lm_checkpoint: str | None = None, lm_weight: float = 0.0, tokenizer=None):
         self.beam_size, self.ctc_weight, self.penalty = beam_size, ctc_weight, penalty
         self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
+        self.lm = FusionLM(lm_checkpoint, lm_weight, tokenizer)
 
     def __call__(self, model, enc) -> list[list[int]]:
         if not hasattr(model, "decoder") or not hasattr(model, "sos"):
@@ -274,9 +301,11 @@ class JointCTCAttentionSearch:
                              "has no attention decoder")
         ctc = getattr(model, "ctc", None)
         ctc_weight = 0.0 if ctc is None else 1.0 if model.decoder is None else self.ctc_weight
+        vocab_size = model.decoder.vocab_size if model.decoder is not None else ctc.ctc_lo.out_features
+        lm = self.lm.get(vocab_size, enc.output.device)
         hyps = joint_beam_search(
             model.decoder, ctc.log_softmax(enc.output) if ctc is not None else None, enc.output, enc.lengths,
             sos=model.sos, eos=model.eos, beam_size=self.beam_size, ctc_weight=ctc_weight,
             length_penalty=self.penalty, maxlenratio=self.maxlenratio, minlenratio=self.minlenratio,
-            blank=model.blank_id)
+            blank=model.blank_id, lm=lm, lm_weight=self.lm.weight)
         return [h[0].tokens if h else [] for h in hyps]

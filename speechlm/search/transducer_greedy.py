@@ -22,6 +22,7 @@ class TransducerHypothesis:
     tokens: list[int]
     score: float  # log-probability of the path(s) found for these tokens
     timestamps: list[int] = field(default_factory=list)  # encoder frame of each token
+    lm_score: float = 0.0  # with LM shallow fusion: log p_LM(tokens), unweighted (in `score` times the weight)
 
 
 def start_predictor(predictor: nn.Module, joiner: nn.Module, n: int, blank: int, device: torch.device):
