@@ -497,3 +497,55 @@ def test_an4_recipe_runs_stages_1_to_8_on_the_fake_corpus(tmp_path):
     assert len(DataDir.load(recipe / "data/train_sp")) == 3 * (len(AN4_TRAIN) - 2)
     results = (exp / "RESULTS.md").read_text()
     assert "|dev|2|2|" in results and f"|test|{len(AN4_TEST)}|6|" in results
+
+
+# ---------------------------------------------------------------- stage 0 downloads
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server over tmp_path/www (127.0.0.1, a free port)."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_stage0_downloads_and_unpacks(tmp_path, http_server):
+    import hashlib
+    import tarfile
+
+    www, url = http_server
+    fake_librispeech(tmp_path / "ls", {"dev-clean": LIBRISPEECH["dev-clean"]})
+    with tarfile.open(www / "dev-clean.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "ls/LibriSpeech", arcname="LibriSpeech")
+    an4 = fake_an4(tmp_path / "an4src")
+    with tarfile.open(www / "an4_sphere.tar.gz", "w:gz") as tar:
+        tar.add(an4, arcname="an4")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    script = ROOT / "egs/librispeech/asr/local/download.py"
+    proc = subprocess.run([str(ROOT / ".venv/bin/python"), str(script), str(tmp_path / "dl"), "--url", url, "dev-clean"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = sorted(p.name for p in (tmp_path / "dl/LibriSpeech/dev-clean").rglob("*.*"))
+    assert got == ["84-121123-0000.flac", "84-121123-0002.flac", "84-121123.trans.txt"]
+
+    script = ROOT / "egs/an4/asr/local/download.py"
+    digest = hashlib.sha256((www / "an4_sphere.tar.gz").read_bytes()).hexdigest()
+    wrong = subprocess.run([str(ROOT / ".venv/bin/python"), str(script), str(tmp_path / "a1"),
+                            "--url", f"{url}/an4_sphere.tar.gz"], capture_output=True, text=True, env=env, timeout=120)
+    assert wrong.returncode != 0 and f"sha256 {digest}, expected" in wrong.stderr  # not CMU's archive
+    assert not (tmp_path / "a1/an4").exists()
+    proc = subprocess.run([str(ROOT / ".venv/bin/python"), str(script), str(tmp_path / "a2"), "--url",
+                           f"{url}/an4_sphere.tar.gz", "--sha256", digest], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "a2/an4/etc/an4_train.transcription").read_text() == (an4 / "etc/an4_train.transcription").read_text()

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=SUBSET_URL)
     p.add_argument("--lm-text", action="store_true", help="also fetch librispeech-lm-norm.txt.gz (4.3 GB unpacked)")
     p.add_argument("--keep-tarballs", default="true", choices=["true", "false"])
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # run.sh puts the options between DIR and the subsets
     args.dir.mkdir(parents=True, exist_ok=True)
     for subset in args.subsets:
         if (args.dir / "LibriSpeech" / subset).is_dir():
