@@ -478,19 +478,26 @@ TINY_AN4 = ("trainer=cpu trainer.max_epochs=1 trainer.accumulate_grad_batches=1 
             "encoder.output_size=32 encoder.linear_units=64 encoder.attention_heads=2 decoder.num_blocks=1 "
             "decoder.linear_units=64 decoder.attention_heads=2 data.num_workers=0 "
             "+trainer.enable_model_summary=false trainer.enable_progress_bar=false")
+TINY_AN4_LM = ("trainer=cpu trainer.max_epochs=1 model.unit=16 model.nlayers=1 "
+               "+trainer.enable_model_summary=false trainer.enable_progress_bar=false")
 
 
-@pytest.mark.slow  # ~90 s on a busy 2-core machine
+@pytest.mark.slow  # ~2 min on a busy 2-core machine
 def test_an4_recipe_runs_stages_1_to_8_on_the_fake_corpus(tmp_path):
-    """Every stage of egs/an4/asr (speed perturbation, validation + CMVN, tokenizer, training
-    with the recipe's preset shrunk and on the CPU, averaging, decoding, scoring)."""
+    """Every stage of egs/an4/asr (speed perturbation, validation + CMVN, tokenizer, the LM from
+    the recipe's LM preset, training with the recipe's preset, both shrunk and on the CPU,
+    averaging, decoding with shallow fusion, scoring)."""
     an4 = fake_an4(tmp_path / "corpus")
     recipe = copy_recipe(tmp_path, "an4")
     env = {**os.environ, "SPEECHLM_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", "run.sh", "--stage", "1", "--an4-dir", str(an4), "--ndev", "2",
-                           "--token-type", "char", "--num-avg", "1", "--beam-size", "2", "--train-args", TINY_AN4],
+                           "--token-type", "char", "--num-avg", "1", "--beam-size", "2", "--train-args", TINY_AN4,
+                           "--use-lm", "true", "--lm-args", TINY_AN4_LM],
                           cwd=recipe, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lm_config = (recipe / "exp/lm/config.yaml").read_text()  # the recipe's an4_lm_lstm preset, shrunk
+    assert "speechlm.models.lm.LSTMLM" in lm_config and "max_batch_size: 256" in lm_config
+    assert (recipe / "exp/lm/model.avg.ckpt").is_file()  # stage 7 decodes with it (asr.sh's search.lm_checkpoint)
     exp = recipe / "exp/an4_transformer"
     config = (exp / "config.yaml").read_text()
     assert "speechlm.encoders.transformer.TransformerEncoder" in config and "hop_length: 128" in config
