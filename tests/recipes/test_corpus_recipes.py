@@ -318,6 +318,20 @@ def test_commonvoice_text_normalisation_options():
     assert norm("Straße", case="upper") == "STRASSE"
 
 
+def test_commonvoice_convert_false_lists_the_mp3s(tmp_path, mp3_supported):
+    """--convert false: wav.scp names the 48 kHz clips themselves (the loader resamples)."""
+    corpus = fake_commonvoice(tmp_path / "corpus")
+    script = ROOT / "egs/commonvoice/asr/local/prepare_data.py"
+    proc = subprocess.run([str(ROOT / ".venv/bin/python"), str(script), "--cv-dir", str(corpus / "it"), "--out",
+                           str(tmp_path / "data"), "--convert", "false", "--audio-dir", str(tmp_path / "dump")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    dd = DataDir.load(tmp_path / "data/dev")
+    assert dd.wav_scp == {cv_utt("c", 10): str((corpus / "it/clips" / clip_name(10)).resolve())}
+    assert sf.info(dd.wav_scp[cv_utt("c", 10)]).samplerate == 48000 and not (tmp_path / "dump").exists()
+    assert not validate_data_dir(tmp_path / "data/dev", audio=True)  # valid, just not at 16 kHz
+
+
 def test_commonvoice_faults_are_named_by_file_and_line(tmp_path, mp3_supported):
     corpus = fake_commonvoice(tmp_path / "corpus")
     lang = corpus / "it"
