@@ -36,6 +36,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from speechlm.data.corpus_faults import stop_or_list
 from speechlm.data.kaldi_dir import DataDir, DropReport
 from speechlm.data.subset import subset_data_dir
 
@@ -93,22 +94,6 @@ def prepare_set(an4: Path, name: str, report: DropReport) -> DataDir:
     return DataDir(wav_scp=wav_scp, utt2spk=utt2spk, text=text)
 
 
-def fail_or_report(report: DropReport, listing: Path, skip_bad: bool) -> None:
-    """Stop after listing every problem, or (skip_bad) count them and keep the list."""
-    if not report:
-        return
-    lines = [f"{key}: {reason}" for reason, keys in sorted(report.dropped.items()) for key in keys]
-    if not skip_bad:
-        print("\n".join(lines), file=sys.stderr)
-        sys.exit(f"{report.total} problem(s) in the corpus (listed above); fix them or re-run "
-                 "with --skip-bad true to leave those utterances out")
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for line in report.summary():
-        print(line, file=sys.stderr)
-    print(f"{report.total} utterance(s) left out, listed in {listing}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--an4-dir", type=Path, required=True, help="the unpacked an4/ folder (etc/, wav/)")
@@ -119,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = DropReport()  # both lists' problems, reported together
     sets = {name: prepare_set(args.an4_dir, name, report) for name in ("train", "test")}
-    fail_or_report(report, args.out / "local" / "dropped", args.skip_bad == "true")
+    stop_or_list(report, args.out / "local" / "dropped", args.skip_bad == "true")
     full = sets["train"]
     if len(full) <= args.ndev:
         sys.exit(f"an4 train has {len(full)} utterances, not more than --ndev {args.ndev}")

@@ -52,6 +52,7 @@ import soundfile as sf
 import torch
 
 from speechlm.data.audio import resample
+from speechlm.data.corpus_faults import stop_or_list
 from speechlm.data.kaldi_dir import DataDir, DropReport
 
 RATE = 16000
@@ -136,22 +137,6 @@ def convert(clip: str, out: str) -> str | None:
     return None
 
 
-def fail_or_report(report: DropReport, listing: Path, skip_bad: bool) -> None:
-    """Stop after listing every problem, or (skip_bad) count them and keep the list."""
-    if not report:
-        return
-    lines = [f"{key}: {reason}" for reason, keys in sorted(report.dropped.items()) for key in keys]
-    if not skip_bad:
-        print("\n".join(lines), file=sys.stderr)
-        sys.exit(f"{report.total} problem(s) in the corpus (listed above); fix them or re-run "
-                 "with --skip-bad true to leave those rows out")
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for line in report.summary():
-        print(line, file=sys.stderr)
-    print(f"{report.total} row(s) left out, listed in {listing}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cv-dir", type=Path, required=True, help="cv-corpus-<release>/<lang> (TSVs and clips/)")
@@ -179,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     listing = args.out / "local" / "dropped"
     if not skip_bad:  # stop on TSV problems before spending time on the audio
-        fail_or_report(report, listing, skip_bad)
+        stop_or_list(report, listing, skip_bad, "row(s)")
     if args.convert == "true":
         args.audio_dir.mkdir(parents=True, exist_ok=True)
         jobs = {(name, key): (str(row["clip"]), str(args.audio_dir / f"{Path(key).stem}.flac"))
@@ -192,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 del sets[name][key]
             else:
                 sets[name][key]["audio"] = str(Path(jobs[(name, key)][1]).resolve())
-    fail_or_report(report, listing, skip_bad)
+    stop_or_list(report, listing, skip_bad, "row(s)")
 
     for name, rows in sets.items():
         dd = DataDir(wav_scp={r["utt"]: r.get("audio", str(r["clip"].resolve())) for r in rows.values()},

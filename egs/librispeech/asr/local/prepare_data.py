@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from speechlm.data.combine import combine_data_dirs
+from speechlm.data.corpus_faults import stop_or_list
 from speechlm.data.kaldi_dir import DataDir, DropReport
 
 UTT_ID = re.compile(r"(\d+)-(\d+)-(\d+)")
@@ -86,22 +87,6 @@ def prepare_subset(subset_dir: Path, report: DropReport) -> DataDir:
     return DataDir(wav_scp=wav_scp, utt2spk=utt2spk, text=text)
 
 
-def fail_or_report(report: DropReport, listing: Path, skip_bad: bool) -> None:
-    """List every problem; stop unless `skip_bad`, else write the list to `listing`."""
-    if not report:
-        return
-    lines = [f"{key}: {reason}" for reason, keys in sorted(report.dropped.items()) for key in keys]
-    if not skip_bad:
-        print("\n".join(lines), file=sys.stderr)
-        sys.exit(f"{report.total} problem(s) in the corpus (listed above); fix them or re-run "
-                 "with --skip-bad true to leave those utterances out")
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for line in report.summary():
-        print(line, file=sys.stderr)
-    print(f"{report.total} utterance(s) left out, listed in {listing}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--librispeech-dir", type=Path, required=True, help="holds LibriSpeech/<subset>/ (or the subsets)")
@@ -117,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     subsets = dict.fromkeys(args.train.split() + args.dev.split() + args.test.split())
     report = DropReport()  # every subset's problems, listed together
     prepared = {subset: prepare_subset(root / subset, report) for subset in subsets}
-    fail_or_report(report, args.out / "local" / "dropped", skip_bad)
+    stop_or_list(report, args.out / "local" / "dropped", skip_bad)
     for subset in args.test.split():
         out = args.out / subset.replace("-", "_")
         prepared[subset].save(out)
