@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from speechlm.encoders.base import Encoder, input_layer, positional_encoding, relative_position_types, self_attention
 from speechlm.nn.activation import activation
 from speechlm.nn.cgmlp import ConvolutionalGatingMLP
+from speechlm.nn.convolution import depthwise_conv_over_time
 from speechlm.nn.dropout import Dropout
 from speechlm.nn.feed_forward import FeedForward
 from speechlm.nn.norm import LayerNorm
@@ -47,7 +48,7 @@ class EBranchformerBlock(nn.Module):
         global_branch = self.dropout(self.attn(self.norm_mha(x), pos_emb, mask))
         local_branch = self.dropout(self.cgmlp(self.norm_mlp(x)))
         both = torch.cat([global_branch, local_branch], dim=-1)  # (B, T, 2D)
-        fused = self.depthwise_conv_fusion(both.transpose(1, 2)).transpose(1, 2)
+        fused = depthwise_conv_over_time(both, self.depthwise_conv_fusion)
         x = x + self.dropout(self.merge_proj(both + fused))
         if self.feed_forward is not None:
             x = x + self.ff_scale * self.dropout(self.feed_forward(self.norm_ff(x)))

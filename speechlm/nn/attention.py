@@ -1,10 +1,21 @@
-"""Multi-head self-attention, plain and with Transformer-XL relative positions.
+"""Multi-head self-attention, plain and with Transformer-XL relative positions, computed by
+`torch.nn.functional.scaled_dot_product_attention` (SDPA).
 
 Numerically ESPnet's `MultiHeadedAttention`, `RelPositionMultiHeadedAttention`
 (rel_pos_type "latest") and `LegacyRelPositionMultiHeadedAttention` (rel_pos_type
 "legacy"), with ESPnet's parameter names except that the three input projections are one
 fused `qkv` Linear (one matmul instead of three). The "latest" relative shift is a
 strided view, not ESPnet's pad-and-reshape copy.
+
+The relative-position term reaches SDPA as an additive float bias (attn_mask), with the
+padding mask folded in as -inf, so on a GPU the memory-efficient kernel runs it (the flash
+kernel takes no bias); plain attention passes a boolean mask. On a CPU, SDPA's fused flash
+kernel runs when it can (no dropout, no gradient for the bias: inference, plain attention
+without dropout); where SDPA would fall back to its unfused "math" kernel (training with
+attention dropout, or a relative-position bias that needs a gradient) the same ops run here
+instead, with speechlm's cheaper dropout mask and without the math kernel's extra passes for
+all-masked rows (`_safe_softmax`): in the Conformer bench that kernel's `bernoulli_` alone
+took 5x the time of our mask.
 """
 from __future__ import annotations
 
@@ -12,8 +23,9 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from speechlm.nn.dropout import Dropout
+from speechlm.nn.dropout import Dropout, dropout
 from speechlm.nn.positional import RotaryEmbedding
 
 
@@ -24,6 +36,46 @@ def rel_shift(bd: Tensor) -> Tensor:
     bd = bd.contiguous()
     # Row i starts at offset (T-1-i) within its row: a step of n-1 = 2T-2 per row.
     return bd.as_strided((b, h, t, t), (h * t * n, t * n, n - 1, 1), bd.storage_offset() + t - 1)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None = None,
+              dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias, masked) v, through SDPA where it has a fused kernel.
+
+    q (B, H, T, d), k and v (B, H, S, d); mask (B, 1, S) or (B, T, S), True on keys a query
+    may attend to, or None; bias broadcastable to (B, H, T, S), already scaled -> (B, H, T, d).
+
+    A query row with no key to attend to gives zeros, as ESPnet's (its softmax weights are
+    zeroed after the softmax): that row is opened to every key, so no kernel sees an all
+    -inf row (NaN in some), and its output is multiplied by 0.
+    """
+    row_ok = None
+    if mask is not None:
+        mask = mask.unsqueeze(1)  # (B, 1, 1 or T, S)
+        row_ok = mask.any(-1, keepdim=True)  # (B, 1, 1 or T, 1)
+        # On a CPU the check is free; on a GPU it would wait for the device, so there the
+        # rows are always multiplied (a (B, H, T, d) pass).
+        if mask.device.type == "cpu" and bool(row_ok.all()):
+            row_ok = None
+        else:
+            mask = mask | ~row_ok
+        attn_mask = mask if bias is None else bias.masked_fill(~mask, float("-inf"))
+    else:
+        attn_mask = bias
+    if q.device.type == "cpu" and (dropout_p > 0 or (bias is not None and bias.requires_grad)):
+        out = _unfused_attention(q, k, v, attn_mask, dropout_p)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    return out if row_ok is None else out * row_ok
+
+
+def _unfused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float) -> Tensor:
+    """What SDPA's math kernel computes, for rows with at least one key to attend to; the
+    in-place steps are safe for autograd (neither matmul nor mul keeps its output)."""
+    scores = (q @ k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5)
+    if attn_mask is not None:
+        scores = scores.masked_fill_(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores.add_(attn_mask)
+    return dropout(torch.softmax(scores, dim=-1), dropout_p) @ v
 
 
 class MultiHeadAttention(nn.Module):
@@ -45,22 +97,31 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.h, self.d_k).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
 
+    def merge_heads(self, x: Tensor) -> Tensor:
+        """(B, H, T, d_k) -> linear_out of (B, T, H * d_k)."""
+        b, _, t, _ = x.shape
+        return self.linear_out(x.transpose(1, 2).reshape(b, t, self.h * self.d_k))
+
+    @property
+    def dropout_p(self) -> float:
+        return self.dropout.p if self.training else 0.0
+
     def attend(self, scores: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """scores (B, H, T, T) already scaled; mask (B, 1, T) True on real keys."""
+        """Explicit softmax for callers that build the scores themselves (WavLM's gated
+        bias, the decoder's cached step): scores (B, H, T, S) already scaled; mask (B, 1, S)
+        or (B, T, S), True on real keys."""
         if mask is not None:
             scores = scores.masked_fill(~mask.unsqueeze(1), torch.finfo(scores.dtype).min)
         # Every query row has at least one real key, so masked keys get exactly 0 weight
         # after the softmax: ESPnet's second masked_fill is not needed.
-        x = self.dropout(torch.softmax(scores, dim=-1)) @ v  # (B, H, T, d_k)
-        b, _, t, _ = x.shape
-        return self.linear_out(x.transpose(1, 2).reshape(b, t, self.h * self.d_k))
+        return self.merge_heads(self.dropout(torch.softmax(scores, dim=-1)) @ v)
 
     def forward(self, x: Tensor, pos_emb: Tensor | None, mask: Tensor | None) -> Tensor:
-        """x (B, T, D), mask (B, 1, T) -> (B, T, D). pos_emb is unused (uniform call)."""
+        """x (B, T, D), mask (B, 1, T) or (B, T, T) -> (B, T, D). pos_emb is unused (uniform call)."""
         q, k, v = self.project(x)
         if self.rope is not None:
             q, k = self.rope(q, k)
-        return self.attend((q @ k.transpose(-2, -1)) / math.sqrt(self.d_k), v, mask)
+        return self.merge_heads(attention(q, k, v, mask, dropout_p=self.dropout_p))
 
 
 def legacy_rel_shift(bd: Tensor) -> Tensor:
@@ -90,12 +151,13 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
         """x (B, T, D), pos_emb (1, 2T-1, D), mask (B, 1, T) -> (B, T, D)."""
         q, k, v = self.project(x)
         p = self.linear_pos(pos_emb).view(-1, self.h, self.d_k).transpose(0, 1)  # (H, 2T-1, d_k)
-        ac = (q + self.pos_bias_u.unsqueeze(1)) @ k.transpose(-2, -1)
-        bd = self.shift((q + self.pos_bias_v.unsqueeze(1)) @ p.transpose(-2, -1))
+        bd = self.shift((q + self.pos_bias_v.unsqueeze(1)) @ p.transpose(-2, -1))  # (B, H, T, T)
         if self.zero_triu:
             t = bd.shape[-2]
             bd = bd * torch.ones(t, t, dtype=bd.dtype, device=bd.device).tril()
-        return self.attend((ac + bd) / math.sqrt(self.d_k), v, mask)
+        # SDPA adds the bias to (q + u) k^T / sqrt(d_k): the content term is its own matmul.
+        out = attention(q + self.pos_bias_u.unsqueeze(1), k, v, mask, bd / math.sqrt(self.d_k), self.dropout_p)
+        return self.merge_heads(out)
 
     @staticmethod
     def shift(bd: Tensor) -> Tensor:

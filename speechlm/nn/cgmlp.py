@@ -7,6 +7,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from speechlm.nn.activation import activation
+from speechlm.nn.convolution import depthwise_conv_over_time
 from speechlm.nn.dropout import Dropout
 from speechlm.nn.norm import LayerNorm
 
@@ -29,7 +30,7 @@ class ConvolutionalSpatialGatingUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, U) -> (B, T, U/2)"""
         x_r, x_g = x.chunk(2, dim=-1)
-        x_g = self.conv(self.norm(x_g).transpose(1, 2)).transpose(1, 2)
+        x_g = depthwise_conv_over_time(self.norm(x_g), self.conv)
         if self.linear is not None:
             x_g = self.linear(x_g)
         return self.dropout(x_r * self.act(x_g))

@@ -43,6 +43,15 @@ class _MultiplyByMask(torch.autograd.Function):
         return grad * multiplier, None
 
 
+def dropout(x: Tensor, p: float) -> Tensor:
+    """Training-mode dropout of x with probability p (the module's forward, as a function)."""
+    if p == 0.0:
+        return x
+    if x.device.type != "cpu":  # the fused kernels are fast there
+        return nn.functional.dropout(x, p, True)
+    return _MultiplyByMask.apply(x, dropout_multiplier(x.shape, p, x.dtype, x.device))
+
+
 class Dropout(nn.Module):
     """Drop-in `nn.Dropout` (no parameters, identity in eval mode)."""
 
@@ -53,11 +62,7 @@ class Dropout(nn.Module):
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        if x.device.type != "cpu":  # the fused kernels are fast there
-            return nn.functional.dropout(x, self.p, True)
-        return _MultiplyByMask.apply(x, dropout_multiplier(x.shape, self.p, x.dtype, x.device))
+        return dropout(x, self.p) if self.training else x
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
