@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from speechlm.data.collate import collate_audio
 from speechlm.data.dataset import AudioDataset
 from speechlm.data.kaldi_dir import DataDir, DataDirError
 from speechlm.data.shard_plan import Batch, SlotPlan, plan_epoch, rank_order, resume_split
+
+log = logging.getLogger(__name__)
 
 INDEX_NAME = "shards.json"
 INDEX_FORMAT = "speechlm-shards/1"
@@ -221,6 +224,10 @@ class ShardStream(IterableDataset):
         key = (self.epoch if self.shuffle else 0, self.workers)
         if self._plan is None or self._plan[0] != key:
             shards = [(s.ids, s.durations) for s in self.items.index.shards]
+            if len(shards) < self.world_size * self.workers and self._plan is None:
+                log.warning("%s: %d shards for %d ranks x %d workers: some workers read nothing (still every "
+                            "utterance once; export with a smaller --max-count for more shards)",
+                            self.items.index.location, len(shards), self.world_size, self.workers)
             slots = plan_epoch(shards, epoch=key[0], world_size=self.world_size, num_workers=self.workers,
                                **self.options)
             self._plan = (key, slots[self.rank * self.workers:(self.rank + 1) * self.workers])

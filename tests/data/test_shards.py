@@ -182,6 +182,10 @@ def test_ranks_get_equal_batch_counts_with_padding(tmp_path):
     assert all(b == {"ids": [], "pad": True} for run in runs for b in run if b.get("pad"))
     ids = [u for run in runs for b in run for u in b["ids"]]
     assert sorted(ids) == sorted(ShardIndex.load(tmp_path / "s").durations())
+    # fewer shards (2) than rank x worker slots (4): idle workers, still every utterance once
+    idle = [list(rank_loader(tmp_path / "s", r, 2, num_workers=2, max_seconds=1.6)) for r in (0, 1)]
+    assert len(idle[0]) == len(idle[1])
+    assert sorted(u for run in idle for b in run for u in b["ids"]) == sorted(ids)
     # the padded-seconds budget holds (an utterance longer than it goes alone)
     durations = ShardIndex.load(tmp_path / "s").durations()
     for b in (b for run in runs for b in run if not b.get("pad")):
