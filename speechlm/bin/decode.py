@@ -7,6 +7,12 @@ The search is the model's own (`default_search`: joint CTC/attention beam search
 CTC/attention model, modified beam search for a transducer) unless `search=NAME` picks one
 of conf/search/ (`search=ctc_greedy`, `search=transducer_greedy`, ...); `search.*` sets its
 options. `speechlm.search.decoding` is the code path decode and transcribe share.
+Shallow fusion of a language model (joint CTC/attention and transducer beam searches):
+
+    python -m speechlm.bin.decode ... search.lm_checkpoint=exp/lm/model.avg.ckpt search.lm_weight=0.3
+
+(a speechlm LM checkpoint or an ESPnet LM .pth with its config.yaml; it must use the ASR
+model's tokenizer, which the search checks.)
 
 Utterances are decoded in duration-bucketed batches: the search is batched over utterances
 and hypotheses, while the encoder runs on each utterance alone (`encode_each=true`), so

@@ -11,7 +11,7 @@ inserted digit later in the string is what fusion can repair.
     data/lm_train/text, data/lm_valid/text
                            grammar strings, text only (Kaldi text: utt-id + words)
 
-    python local/prepare_data.py --out data [--train-voices 150] [--lm-lines 20000]
+    python local/prepare_data.py --out data [--train-voices 300] [--lm-lines 20000]
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def write_text(path: Path, lines: list[str], tag: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data")
-    p.add_argument("--train-voices", type=int, default=150)
+    p.add_argument("--train-voices", type=int, default=300)
     p.add_argument("--train-per-voice", type=int, default=2)
     p.add_argument("--dev-voices", type=int, default=30)
     p.add_argument("--test-per-voice", type=int, default=30)
