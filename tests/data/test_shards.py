@@ -273,3 +273,21 @@ def test_shard_disagreeing_with_its_index_is_named(tmp_path):
     stream = ShardStream(ShardItems(ShardIndex.load(tmp_path / "s")), max_seconds=100, shuffle=False)
     with pytest.raises(DataDirError, match="shard-000000.tar: holds '.*', which the index .* does not list"):
         list(stream)
+
+
+def test_resume_neither_opens_consumed_shards_nor_decodes_consumed_items(shards, monkeypatch):
+    import speechlm.data.shards as shard_module
+
+    opened, decoded = [], []
+    real_iter, real_load = shard_module.iter_shard, ShardItems.load_audio
+    monkeypatch.setattr(shard_module, "iter_shard", lambda shard: opened.append(shard.url) or real_iter(shard))
+    monkeypatch.setattr(ShardItems, "load_audio", lambda self, utt: decoded.append(utt) or real_load(self, utt))
+    full = list(rank_loader(shards, 0, 1, num_workers=0, epoch=2))
+    assert len(set(opened)) == 8 and len(decoded) == 16
+    opened.clear(), decoded.clear()
+    resumed = rank_loader(shards, 0, 1, num_workers=0, epoch=2)
+    resumed.load_state_dict({"epoch": 2, "batches_consumed": len(full) - 1, "world_size": 1, "workers": 1})
+    (last,) = list(resumed)
+    assert last["ids"] == full[-1]["ids"]
+    assert sorted(decoded) == sorted(last["ids"]), "audio of consumed batches was decoded"
+    assert len(opened) < 8, "every shard was opened again"
