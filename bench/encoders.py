@@ -76,12 +76,12 @@ def make_batch(batch: int, frames: int, feat_dim: int = 80, seed: int = 0):
     return xs.masked_fill((torch.arange(frames) >= lengths[:, None])[..., None], 0.0), lengths
 
 
-def train_step(model, xs, lengths) -> float:
+def train_step(model, xs, lengths, clock=time.perf_counter) -> float:
     """Seconds for one forward + backward (gradients cleared outside the timing)."""
     model.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    start = clock()
     output_of(model(xs, lengths)).square().mean().backward()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def step_flops(model, xs, lengths) -> int:
@@ -122,16 +122,23 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time steps by the process's CPU seconds, not wall-clock: with --threads 1 on a "
+                             "machine other jobs load, what the step costs rather than how long it waited")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time and torch.get_num_threads() > 1:
+        parser.error("--cpu-time needs --threads 1 (idle OpenMP threads spin and would count)")
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     peak = matmul_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"fp32 matmul (2048^2): {peak:.1f} GFLOP/s")
     xs, lengths = make_batch(args.batch, args.frames)
     print(f"batch {args.batch} x {args.frames} frames x 80, lengths {lengths.tolist()}; "
-          f"forward + backward, training mode; {args.reps} reps after 1 warm-up\n")
+          f"forward + backward, training mode; {args.reps} reps after 1 warm-up; "
+          f"{'CPU' if args.cpu_time else 'wall-clock'} seconds\n")
 
     header = f"{'family':<15} {'ours s':>8} {'ESPnet s':>9} {'ratio':>6} {'GFLOP':>7} " \
              f"{'ours GF/s':>10} {'ESPnet GF/s':>12} {'of peak':>8} {'eval max|diff|':>15} {'best ratio':>11}"
@@ -145,8 +152,8 @@ def main() -> int:
         train_step(ours, xs, lengths), train_step(theirs, xs, lengths)  # warm-up
         t_ours, t_theirs = [], []
         for _ in range(args.reps):
-            t_ours.append(train_step(ours, xs, lengths))
-            t_theirs.append(train_step(theirs, xs, lengths))
+            t_ours.append(train_step(ours, xs, lengths, clock))
+            t_theirs.append(train_step(theirs, xs, lengths, clock))
         m_ours, m_theirs = statistics.median(t_ours), statistics.median(t_theirs)
         gf_ours, gf_theirs = flops_ours / m_ours / 1e9, flops_theirs / m_theirs / 1e9
         rows.append(f"{family:<15} {m_ours:>8.3f} {m_theirs:>9.3f} {m_ours / m_theirs:>6.2f} "

@@ -62,10 +62,12 @@ def test_training_step_matches_espnet(case):
             torch.testing.assert_close(buf, ref_buffers[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("stride,dilation,kernel", [(1, 1, 31), (1, 1, 3), (2, 1, 5), (1, 2, 7)])
-def test_depthwise_conv_over_time_equals_conv1d(stride, dilation, kernel):
+# the first four take the CPU path with its own backward (stride 1, dilation 1, padding <= K-1)
+@pytest.mark.parametrize("stride,dilation,kernel,padding", [
+    (1, 1, 31, 15), (1, 1, 3, 1), (1, 1, 5, 0), (1, 1, 5, 4), (2, 1, 5, 2), (1, 2, 7, 6), (1, 1, 3, 3)])
+def test_depthwise_conv_over_time_equals_conv1d(stride, dilation, kernel, padding):
     torch.manual_seed(0)
-    conv = nn.Conv1d(24, 24, kernel, stride, dilation * (kernel - 1) // 2, dilation, groups=24)
+    conv = nn.Conv1d(24, 24, kernel, stride, padding, dilation, groups=24)
     x = torch.randn(3, 40, 24, requires_grad=True)
     ours = depthwise_conv_over_time(x, conv)
     ref = conv(x.transpose(1, 2)).transpose(1, 2)
@@ -75,3 +77,26 @@ def test_depthwise_conv_over_time_equals_conv1d(stride, dilation, kernel):
     want = torch.autograd.grad(ref, [x, conv.weight, conv.bias], g)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["conformer", "e_branchformer"])
+def test_bf16_training_step_on_cpu(case):
+    """bf16-mixed (the GPU presets' precision) and pure bf16 weights run here on the CPU: a
+    training step with finite gradients, outputs near fp32's."""
+    _, our_cls, conf = CASES[case]
+    torch.manual_seed(0)
+    model = our_cls(input_size=80, **{**conf, "dropout_rate": 0.1, "attention_dropout_rate": 0.1}).train()
+    xs, lengths = torch.randn(2, 60, 80), torch.tensor([60, 45])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(xs, lengths).output
+    out.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():
+        fp32 = model(xs, lengths).output
+        model.to(torch.bfloat16)
+        bf16 = model(xs.bfloat16(), lengths).output
+    assert bf16.dtype == torch.bfloat16
+    assert (bf16.float() - fp32).abs().mean() < 0.05 * fp32.abs().mean()
+    model.train()
+    model(xs.bfloat16(), lengths).output.float().square().mean().backward()
