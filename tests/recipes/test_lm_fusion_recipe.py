@@ -33,7 +33,7 @@ def test_lm_fusion_recipe_smoke(tmp_path):
     shutil.copytree(ROOT / "egs/digits/lm_fusion", recipe, ignore=shutil.ignore_patterns("data", "exp"))
     env = {**os.environ, "SPEECHLM_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        ["bash", "run.sh", "--train-voices", "60", "--dev-voices", "6", "--test-per-voice", "8", "--lm-lines", "2000",
+        ["bash", "run.sh", "--train-voices", "60", "--dev-voices", "6", "--test-per-voice", "16", "--lm-lines", "2000",
          "--asr-args", TINY_ASR, "--lm-args", "trainer.max_epochs=2", "--beam-size", "4",
          "--lm-weights", f"0 {WEIGHT} -{WEIGHT}"],
         cwd=recipe, env=env, capture_output=True, text=True, timeout=900)
@@ -42,4 +42,4 @@ def test_lm_fusion_recipe_smoke(tmp_path):
     plain, fused, flipped = (wer(table, f"lm_weight_{w}") for w in ("0", WEIGHT, f"-{WEIGHT}"))
     assert fused <= plain, table
     assert flipped > fused, table
-    assert (recipe / "exp/asr/decode_test_lm0/hyp.trn").read_text().count("\n") == 32
+    assert (recipe / "exp/asr/decode_test_lm0/hyp.trn").read_text().count("\n") == 64
