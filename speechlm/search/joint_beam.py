@@ -5,8 +5,8 @@ CTC/attention architecture for end-to-end speech recognition"; Seki et al. 2019,
 "Vectorized beam search for CTC-attention-based speech recognition"), run for B utterances
 at once: at every step all running hypotheses of all utterances, N = B x beam rows (fewer
 as utterances finish and leave the batch), go through one decoder `step` call and one
-`CTCPrefixScorer.score` call (and one LM `step` call with shallow fusion), and the top-k is taken per utterance on a (B, beam x V)
-view. For each utterance the result is what ESPnet's `BatchBeamSearch` (as
+`CTCPrefixScorer.score` call (and one LM `step` call with shallow fusion), and the top-k
+is taken per utterance on a (B, beam x V) view. For each utterance the result is what ESPnet's `BatchBeamSearch` (as
 `espnet2/bin/asr_inference.py` builds it: scorers decoder, ctc, lm (if any), length_bonus,
 `pre_beam_score_key="full"`) returns for that utterance alone:
 
