@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PRIMARY_CONFIG = "model_info"
@@ -77,10 +77,25 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padd
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 
+# torch's counter knows SDPA's CUDA kernels but not its CPU flash kernel, which our attention
+# runs in eval mode on a CPU (speechlm.nn.attention): the same formulas as torch's SDPA ones.
+def _cpu_flash_attention_flops(q_shape, k_shape, v_shape, *_args, out_shape=None, **_kwargs) -> int:
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+def _cpu_flash_attention_backward_flops(grad_out_shape, q_shape, k_shape, v_shape, *_args, out_shape=None,
+                                        **_kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, q_shape, k_shape, v_shape)
+
+
 def flop_counter() -> FlopCounterMode:
-    """A FlopCounterMode that counts grouped convolutions' backward correctly. (Our attention
-    is plain matmuls, which it counts.)"""
-    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+    """A FlopCounterMode that counts grouped convolutions' backward correctly and SDPA's CPU
+    kernel (our attention's other paths are plain matmuls, which it counts)."""
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten.convolution_backward: _conv_backward_flops,
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward_flops,
+    })
 
 
 def forward_flops(model: nn.Module, input_size: int, seconds: float = SECONDS, whole_model: bool = False) -> int:

@@ -40,10 +40,11 @@ def rel_shift(bd: Tensor) -> Tensor:
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None = None,
               dropout_p: float = 0.0) -> Tensor:
-    """softmax(q k^T / sqrt(d) + bias, masked) v, through SDPA where it has a fused kernel.
+    """softmax((q k^T + bias) / sqrt(d), masked) v, through SDPA where it has a fused kernel.
 
     q (B, H, T, d), k and v (B, H, S, d); mask (B, 1, S) or (B, T, S), True on keys a query
-    may attend to, or None; bias broadcastable to (B, H, T, S), already scaled -> (B, H, T, d).
+    may attend to, or None; bias broadcastable to (B, H, T, S), unscaled (ESPnet divides the
+    sum of both terms by sqrt(d)) -> (B, H, T, d).
 
     A query row with no key to attend to gives zeros, as ESPnet's (its softmax weights are
     zeroed after the softmax): that row is opened to every key, so no kernel sees an all
@@ -59,22 +60,28 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor
             row_ok = None
         else:
             mask = mask | ~row_ok
-        attn_mask = mask if bias is None else bias.masked_fill(~mask, float("-inf"))
-    else:
-        attn_mask = bias
     if q.device.type == "cpu" and (dropout_p > 0 or (bias is not None and bias.requires_grad)):
-        out = _unfused_attention(q, k, v, attn_mask, dropout_p)
+        out = _unfused_attention(q, k, v, mask, bias, dropout_p)
     else:
+        attn_mask = None if bias is None else bias / math.sqrt(q.shape[-1])
+        if mask is not None:
+            attn_mask = mask if attn_mask is None else attn_mask.masked_fill(~mask, float("-inf"))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
     return out if row_ok is None else out * row_ok
 
 
-def _unfused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float) -> Tensor:
-    """What SDPA's math kernel computes, for rows with at least one key to attend to; the
-    in-place steps are safe for autograd (neither matmul nor mul keeps its output)."""
-    scores = (q @ k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5)
-    if attn_mask is not None:
-        scores = scores.masked_fill_(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores.add_(attn_mask)
+def _unfused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, bias: Tensor | None,
+                       dropout_p: float) -> Tensor:
+    """What SDPA's math kernel computes, for rows with at least one key to attend to, in
+    ESPnet's order of operations (so CPU training matches it, and speechlm before SDPA, to
+    the bit). The in-place steps are safe for autograd: none of matmul, add, div keeps its
+    output."""
+    scores = q @ k.transpose(-2, -1)
+    if bias is not None:
+        scores = scores.add_(bias)
+    scores = scores.div_(math.sqrt(q.shape[-1]))
+    if mask is not None:
+        scores = scores.masked_fill_(~mask, float("-inf"))
     return dropout(torch.softmax(scores, dim=-1), dropout_p) @ v
 
 
@@ -155,8 +162,8 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
         if self.zero_triu:
             t = bd.shape[-2]
             bd = bd * torch.ones(t, t, dtype=bd.dtype, device=bd.device).tril()
-        # SDPA adds the bias to (q + u) k^T / sqrt(d_k): the content term is its own matmul.
-        out = attention(q + self.pos_bias_u.unsqueeze(1), k, v, mask, bd / math.sqrt(self.d_k), self.dropout_p)
+        # the content term (q + u) k^T is SDPA's own product, the position term its bias
+        out = attention(q + self.pos_bias_u.unsqueeze(1), k, v, mask, bd, self.dropout_p)
         return self.merge_heads(out)
 
     @staticmethod

@@ -30,10 +30,11 @@ TOL = dict(atol=2e-6, rtol=1e-5)
 
 
 def explicit(q, k, v, mask, bias):
-    """softmax(q k^T / sqrt(d) + bias) v with masked keys at -inf; a row with no key -> 0."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    """softmax((q k^T + bias) / sqrt(d)) v with masked keys at -inf; a row with no key -> 0."""
+    scores = q @ k.transpose(-2, -1)
     if bias is not None:
         scores = scores + bias
+    scores = scores / math.sqrt(q.shape[-1])
     if mask is not None:
         m = mask.unsqueeze(1)
         scores = scores.masked_fill(~m, float("-inf"))
