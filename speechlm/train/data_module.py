@@ -61,6 +61,25 @@ class ResumableDataLoader(DataLoader):
         self.batch_sampler.load_state_dict(state)
 
 
+
+def bucketed_loader(dataset, lengths, budget: float, collate_fn: Callable, module: L.LightningDataModule,
+                    shuffle: bool, tag_epoch: bool = False) -> ResumableDataLoader:
+    """`dataset`'s loader over a `DurationBucketSampler` of `lengths` (seconds, tokens, ...)
+    under `budget` per padded batch, with `module`'s bucketing, seed and workers, sharded
+    over the trainer's ranks; the training loader (`shuffle`) is resumable mid-epoch."""
+    trainer = module.trainer
+    sampler = DurationBucketSampler(lengths, budget, num_buckets=module.num_buckets,
+                                    max_batch_size=module.max_batch_size, shuffle=shuffle, seed=module.seed,
+                                    rank=trainer.global_rank if trainer else None,
+                                    world_size=trainer.world_size if trainer else None, tag_epoch=tag_epoch)
+    done = None
+    if shuffle and trainer is not None:
+        done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
+    return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn,
+                               num_workers=module.num_workers, persistent_workers=module.num_workers > 0,
+                               generator=torch.Generator().manual_seed(module.seed), batches_done=done)
+
+
 class SpeechDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -109,15 +128,7 @@ class SpeechDataModule(L.LightningDataModule):
         return lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _loader(self, dataset: AudioDataset, max_seconds: float, shuffle: bool) -> DataLoader:
-        rank = self.trainer.global_rank if self.trainer else None
-        world = self.trainer.world_size if self.trainer else None
-        sampler = DurationBucketSampler(dataset.durations, max_seconds, num_buckets=self.num_buckets,
-                                        max_batch_size=self.max_batch_size, shuffle=shuffle, seed=self.seed,
-                                        rank=rank, world_size=world, tag_epoch=shuffle)
-        done = self.batches_done() if shuffle else None
-        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio,
-                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                   generator=torch.Generator().manual_seed(self.seed), batches_done=done)
+        return bucketed_loader(dataset, dataset.durations, max_seconds, collate_audio, self, shuffle, tag_epoch=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.max_seconds, shuffle=True)

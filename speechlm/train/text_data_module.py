@@ -33,9 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from speechlm.atomic import atomic_write_text
 from speechlm.data.collate import IGNORE_ID, pad_sequence_with_lengths
-from speechlm.data.sampler import DurationBucketSampler
 from speechlm.tokenizers.base import Tokenizer, load_tokenizer
-from speechlm.train.data_module import ResumableDataLoader
+from speechlm.train.data_module import bucketed_loader
 
 log = logging.getLogger(__name__)
 TEXT_FORMATS = ("kaldi", "plain")
@@ -156,17 +155,7 @@ class TextDataModule(L.LightningDataModule):
             log.warning("the %d lines left out are listed in %s", len(dropped), listing)
 
     def _loader(self, dataset: TextDataset, max_tokens: int, shuffle: bool) -> DataLoader:
-        trainer = self.trainer
-        sampler = DurationBucketSampler(dataset.lengths(), max_tokens, num_buckets=self.num_buckets,
-                                        max_batch_size=self.max_batch_size, shuffle=shuffle, seed=self.seed,
-                                        rank=trainer.global_rank if trainer else None,
-                                        world_size=trainer.world_size if trainer else None)
-        done = None
-        if shuffle and trainer is not None:
-            done = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
-        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate_tokens,
-                                   num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                                   generator=torch.Generator().manual_seed(self.seed), batches_done=done)
+        return bucketed_loader(dataset, dataset.lengths(), max_tokens, collate_tokens, self, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.max_tokens, shuffle=True)
