@@ -10,10 +10,10 @@ the same number of tokens, so one `step` per search step serves all of them. In 
 transducer beam hypotheses grow at different frames and have different lengths, which a
 Transformer LM's key/value cache cannot hold in one state without a padding mask (not in the
 protocol). `PrefixLogProbs` therefore keeps each live hypothesis's next-token log-probs,
-keyed by its tokens, and computes those of new hypotheses in one batched replay of
-`sos + tokens` through `step` (causal: a shorter row's log-probs are read at its own length,
-the padding after it changes nothing). That costs O(length) step calls per frame where some
-hypothesis grew; exact for any LM. icefall's shallow fusion re-scores a Transformer LM's
+keyed by its tokens, and computes those of new hypotheses in one batched, teacher-forced
+pass of `sos + tokens` through the LM's `logits` (or, for an LM without them, `step` by
+step; causal: a shorter row's log-probs are read at its own length, the padding after it
+changes nothing). Exact for any LM. icefall's shallow fusion re-scores a Transformer LM's
 whole prefix per emitted token in the same way.
 """
 from __future__ import annotations
@@ -79,14 +79,22 @@ class PrefixLogProbs:
 
     @torch.no_grad()
     def replay(self, prefixes: list[tuple[int, ...]]) -> Tensor:
-        """One batched pass of `sos + prefix` through `step`; (N, V) read at each length."""
+        """One batched pass of `sos + prefix`; (N, V) read at each row's length. Through the
+        LM's teacher-forced `logits` (one call) where it has them, else through `step`."""
         n, longest = len(prefixes), max(len(p) for p in prefixes)
         tokens = torch.zeros(n, longest, dtype=torch.long, device=self.device)
         for i, p in enumerate(prefixes):
             tokens[i, : len(p)] = torch.tensor(p, dtype=torch.long)
         lens = torch.tensor([len(p) for p in prefixes], device=self.device)
+        sos = torch.full((n,), self.lm.sos, dtype=torch.long, device=self.device)
+        try:
+            logits = self.lm.logits(torch.cat([sos[:, None], tokens], dim=1))  # (N, L + 1, V), causal
+        except (AttributeError, NotImplementedError):
+            logits = None
+        if logits is not None:
+            return torch.log_softmax(logits[torch.arange(n, device=self.device), lens].float(), dim=-1)
         state = self.lm.init_state(n, self.device)
-        log_probs, state = self.lm.step(torch.full((n,), self.lm.sos, dtype=torch.long, device=self.device), state)
+        log_probs, state = self.lm.step(sos, state)
         out = log_probs.clone()
         for t in range(longest):
             log_probs, state = self.lm.step(tokens[:, t], state)

@@ -189,12 +189,24 @@ def test_transducer_lm_sure_of_a_token_pulls_the_output_toward_it(search):
     assert count(search(pred, joiner, enc, lens, beam_size=3, lm=lm, lm_weight=-1.0)) <= base
 
 
-def test_prefix_log_probs_replay_matches_full_passes():
+class _StepOnly:
+    """The LM without its teacher-forced `logits`: replay falls back to `step`."""
+
+    def __init__(self, lm):
+        self.lm, self.sos = lm, lm.sos
+        self.init_state, self.step = lm.init_state, lm.step
+
+
+def test_prefix_log_probs_replay_matches_single_sequence_steps():
     lm = random_lm()
     prefixes = [(), (1,), (3, 2, 1), (2, 2)]
-    got = PrefixLogProbs(lm, torch.device("cpu"))(prefixes)
-    for p, row in zip(prefixes, got):
-        with torch.no_grad():
-            ref = lm.logits(torch.tensor([[lm.sos, *p]])).log_softmax(-1)[0, -1]
-        assert torch.allclose(row, ref, atol=1e-5)
-    assert math.isclose(float(got[0].exp().sum()), 1.0, rel_tol=1e-5)
+    batched = PrefixLogProbs(lm, torch.device("cpu"))(prefixes)  # one padded logits pass
+    stepped = PrefixLogProbs(_StepOnly(lm), torch.device("cpu"))(prefixes)  # padded step-by-step
+    for p, a, b in zip(prefixes, batched, stepped):
+        with torch.no_grad():  # reference: this sequence alone, step by step, no padding
+            state = lm.init_state(1, "cpu")
+            ref, state = lm.step(torch.tensor([lm.sos]), state)
+            for t in p:
+                ref, state = lm.step(torch.tensor([t]), state)
+        assert torch.allclose(a, ref[0], atol=1e-5) and torch.allclose(b, ref[0], atol=1e-5)
+    assert math.isclose(float(batched[0].exp().sum()), 1.0, rel_tol=1e-5)
