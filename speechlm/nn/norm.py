@@ -22,3 +22,21 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class LlamaRMSNorm(nn.Module):
+    """LLaMA's RMSNorm: the variance in float32 whatever the input dtype, the normalised
+    activations cast back before the weight multiplies them (transformers' `LlamaRMSNorm`;
+    in bf16 this differs from torch's fused rms_norm in the last bits)."""
+
+    def __init__(self, size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (..., size) -> (..., size)."""
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
