@@ -21,9 +21,9 @@ from torch import Tensor, nn
 SUPPORTED = ("default", "linear", "dynamic", "llama3", "yarn")
 
 
-def default_inv_freq(theta: float, dim: int, device=None) -> Tensor:
-    """(dim // 2,) float32: 1 / theta^(2i/dim)."""
-    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
+def default_inv_freq(theta: float, dim: int) -> Tensor:
+    """(dim // 2,) float32 on the CPU: 1 / theta^(2i/dim)."""
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cpu").float() / dim))
 
 
 def rope_type(rope_scaling: dict | None) -> str:
@@ -75,8 +75,8 @@ def yarn_inv_freq(theta: float, dim: int, scaling: dict, max_position_embeddings
     low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001  # as transformers: no zero-width ramp
-    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
-    pos_freqs = theta ** (torch.arange(0, dim, 2).float() / dim)
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)
+    pos_freqs = theta ** (torch.arange(0, dim, 2, device="cpu").float() / dim)
     extrapolation = 1 - ramp
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
     return inv_freq, attention_factor
@@ -84,7 +84,8 @@ def yarn_inv_freq(theta: float, dim: int, scaling: dict, max_position_embeddings
 
 class LlamaRotaryEmbedding(nn.Module):
     """positions (B, L) -> (cos, sin) each (B, L, head_dim) in float32, the half-split layout
-    (`rotate_half`) of Hugging Face's LLaMA port; `rope_scaling` is HF's dict or None."""
+    (`rotate_half`) of Hugging Face's LLaMA port; `rope_scaling` is HF's dict or None.
+    No parameters: nothing of it is in a state dict."""
 
     def __init__(self, head_dim: int, rope_theta: float = 10000.0, rope_scaling: dict | None = None,
                  max_position_embeddings: int = 2048):
@@ -103,7 +104,10 @@ class LlamaRotaryEmbedding(nn.Module):
                 self.scaling.get("original_max_position_embeddings", max_position_embeddings))
         elif self.kind == "yarn":
             inv_freq, self.attention_factor = yarn_inv_freq(self.theta, head_dim, self.scaling, max_position_embeddings)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # a float32 attribute, not a buffer: `model.to(torch.bfloat16)` must not round the
+        # frequencies (transformers computes the angles in float32 too), and a model built on
+        # the meta device still has them
+        self.inv_freq = inv_freq
 
     def dynamic_inv_freq(self, seq_len: int) -> Tensor:
         """NTK-aware base for a sequence of `seq_len` (no change up to max_position_embeddings)."""
@@ -111,14 +115,14 @@ class LlamaRotaryEmbedding(nn.Module):
             return self.inv_freq
         factor, dim = self.scaling["factor"], self.head_dim
         base = self.theta * ((factor * seq_len / self.max_position_embeddings) - (factor - 1)) ** (dim / (dim - 2))
-        return default_inv_freq(base, dim, self.inv_freq.device)
+        return default_inv_freq(base, dim)
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         inv_freq = self.inv_freq
         if self.kind == "dynamic" and positions.numel():
             # transformers recomputes theta from the largest position of the call (+1)
             inv_freq = self.dynamic_inv_freq(int(positions.max()) + 1)
-        freqs = positions[..., None].float() * inv_freq.float()
+        freqs = positions[..., None].float() * inv_freq.to(positions.device)
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos() * self.attention_factor, emb.sin() * self.attention_factor
 
