@@ -42,7 +42,7 @@ def _no_audio_parts(model: str, **parts: Any) -> None:
     given = [name for name, part in parts.items() if part is not None]
     if given:
         raise ValueError(f"{model} reads text only, but model.{'/'.join(given)} are set: train it with "
-                         "experiment=lm_transformer (or lm_lstm), which sets them to null")
+                         "experiment=lm_transformer (or lm_lstm, causal_lm), which sets them to null")
 
 
 class LanguageModel(nn.Module):

@@ -142,3 +142,10 @@ def test_train_causal_lm_experiment_learns_and_saves_for_transformers(tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         assert (hf(input_ids=ids).logits - model.logits(ids)).abs().max() < TOL
+
+
+def test_audio_parts_are_refused():
+    """conf/train.yaml composes frontend/specaug/normalize into every model node; a text LM
+    given one says which experiment nulls them."""
+    with pytest.raises(ValueError, match="reads text only.*causal_lm"):
+        CausalLM(10, frontend={"n_mels": 80})
