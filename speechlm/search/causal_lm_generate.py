@@ -122,7 +122,12 @@ def _eos_tensor(eos_ids: int | Sequence[int] | None, device) -> Tensor:
     return torch.tensor(sorted({int(t) for t in ids}), dtype=torch.long, device=device)
 
 
-def _filtered(filters: Sequence[LogitFilter], tokens: Tensor, scores: Tensor) -> Tensor:
+def _filtered(filters: Sequence[LogitFilter], tokens: Callable[[], Tensor], scores: Tensor) -> Tensor:
+    """The scores through the filters (on a copy: filters write in place); `tokens` makes
+    the (N, t) tokens so far, only when there is a filter."""
+    if not filters:
+        return scores
+    scores, tokens = scores.clone(), tokens()
     for f in filters:
         scores = f(tokens, scores)
     return scores
@@ -156,7 +161,7 @@ def sample_generate(lm, embeds: Tensor, mask: Tensor | None, max_new_tokens: int
     logp, state = prefill(lm, embeds, mask)
     rows = torch.arange(B, device=device)  # the prompt of each running row
     for t in range(max_new_tokens):
-        scores = _filtered(filters, out[rows, :t], logp.clone())
+        scores = _filtered(filters, lambda: out[rows, :t], logp)
         if greedy:
             token = scores.argmax(dim=-1)
         else:
@@ -214,7 +219,7 @@ def beam_generate(lm, embeds: Tensor, mask: Tensor | None, max_new_tokens: int,
     for t in range(max_new_tokens):
         U = prompts.numel()
         V = logp.shape[-1]
-        acc = (_filtered(filters, seqs, logp.clone()) + score[:, None]).view(U, W * V)
+        acc = (_filtered(filters, lambda: seqs, logp) + score[:, None]).view(U, W * V)
         k = min(keep_n, W * V)
         values, flat = acc.topk(k, dim=1)  # (U, k), best first
         parent = torch.arange(U, device=device)[:, None] * W + torch.div(flat, V, rounding_mode="floor")

@@ -207,6 +207,29 @@ def test_right_padded_embeddings_give_what_the_id_prompts_give(models):
                                                                                     EARLY_EOS).tokens
 
 
+def test_spliced_embeddings_batched_equal_one_at_a_time(models):
+    """Prompts that are not table embeddings (a speech-LLM's audio frames spliced between
+    text), padded on either side: each prompt's result in the batch is its result alone."""
+    _, lm = models
+    g = torch.Generator().manual_seed(5)
+    rows = prompts((4, 8, 6))
+    with torch.no_grad():
+        parts = [torch.cat([lm.embed(torch.tensor(p[:2])), torch.randn(n, 64, generator=g),
+                            lm.embed(torch.tensor(p[2:]))]) for p, n in zip(rows, (3, 5, 1))]
+    L = max(len(x) for x in parts)
+    embeds = torch.zeros(len(parts), L, 64)
+    mask = torch.zeros(len(parts), L, dtype=torch.bool)
+    for i, x in enumerate(parts):
+        start = 0 if i == 1 else L - len(x)  # row 1 right-padded, the others left-padded
+        embeds[i, start:start + len(x)], mask[i, start:start + len(x)] = x, True
+    for method in ("greedy", "beam"):
+        search = CausalLMGenerate(method=method, max_new_tokens=15, eos_ids=EARLY_EOS)
+        alone = [search.generate(lm, x[None], None) for x in parts]
+        together = search.generate(lm, embeds, mask)
+        assert together.tokens == [a.tokens[0] for a in alone]
+        assert together.scores == pytest.approx([a.scores[0] for a in alone], abs=1e-4)
+
+
 def test_hydra_node_and_finished_rows_leave_the_batch(models):
     _, lm = models
     search = hydra.utils.instantiate({"_target_": "speechlm.search.causal_lm_generate.CausalLMGenerate",
