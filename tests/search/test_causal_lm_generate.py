@@ -105,6 +105,19 @@ def test_beam_search_equals_hf_generate(models, length_penalty, early_stopping):
     assert [h[0][1] for h in got] == pytest.approx(ref_scores, abs=1e-4)
 
 
+def test_beam_nbest_equals_hf_num_return_sequences(models):
+    hf, lm = models
+    rows = prompts()
+    ids, mask = left_padded(rows)
+    out = hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=4, num_return_sequences=3,
+                      max_new_tokens=20, eos_token_id=EARLY_EOS, pad_token_id=PAD, output_scores=True,
+                      return_dict_in_generate=True)
+    ref = hf_generated(out.sequences, ids.shape[1], EARLY_EOS)
+    got = beam_generate(lm, *prompt_embeds(lm, rows), 20, EARLY_EOS, beam_size=4, nbest=3)
+    assert [ids for hyps in got for ids, _ in hyps] == ref
+    assert [s for hyps in got for _, s in hyps] == pytest.approx(out.sequences_scores.tolist(), abs=1e-4)
+
+
 def test_length_penalty_changes_the_result_here(models):
     """The parity test above would catch a wrong length penalty: with this model and eos some
     prompts end early, and another penalty gives other sequences (and other scores)."""
