@@ -149,10 +149,13 @@ def causal_lm_to_hf_config(lm: CausalLM, arch: str | None = None) -> dict[str, A
 
 
 def save_hf_causal_lm(lm: CausalLM, path: str | os.PathLike, arch: str | None = None) -> Path:
-    """Write config.json, generation_config.json and model.safetensors (each atomically) that
+    """Write config.json, generation_config.json and model.safetensors (pytorch_model.bin without
+    the safetensors package), each atomically, that
     `transformers.AutoModelForCausalLM.from_pretrained(path)` loads; returns the directory."""
-    from safetensors.torch import save_file
-
+    try:
+        from safetensors.torch import save_file
+    except ImportError:  # safetensors is not a dependency of speechlm: a .bin then (transformers reads both)
+        save_file = None
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     config = causal_lm_to_hf_config(lm, arch)
@@ -164,8 +167,11 @@ def save_hf_causal_lm(lm: CausalLM, path: str | os.PathLike, arch: str | None = 
         else:
             state[f"model.{key}"] = value
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_path(directory / ("model.safetensors" if save_file else "pytorch_model.bin")) as tmp:
+        if save_file:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(state, tmp)
     generation = {"_from_model_config": True, "bos_token_id": lm.config.bos_id, "eos_token_id": lm.config.eos_id}
     if lm.config.pad_id is not None:
         generation["pad_token_id"] = lm.config.pad_id

@@ -6,8 +6,10 @@ model's longer inputs really rescale)."""
 from __future__ import annotations
 
 import torch
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 VOCAB = 97
 COMMON = dict(vocab_size=VOCAB, intermediate_size=112, num_hidden_layers=2, bos_token_id=1, eos_token_id=2,
               pad_token_id=0)
@@ -38,8 +40,11 @@ def random_hf(name: str, seed: int = 0, **overrides):
     top-2 logit gaps stay above ~1e-3, far over the implementations' ~1e-6 differences."""
     config_cls, model_cls, kwargs = MODELS[name]
     kwargs = {**kwargs, **overrides}
-    if "rope_parameters" in kwargs:
-        kwargs["rope_parameters"] = dict(kwargs["rope_parameters"])
+    rope = dict(kwargs.pop("rope_parameters"))
+    if TRANSFORMERS_MAJOR >= 5:
+        kwargs["rope_parameters"] = rope
+    else:  # transformers 4 spells it rope_theta + rope_scaling
+        kwargs.update(rope_theta=rope.pop("rope_theta"), rope_scaling=rope)
     torch.manual_seed(seed)
     model = model_cls(config_cls(**kwargs)).eval()
     generator = torch.Generator().manual_seed(seed)

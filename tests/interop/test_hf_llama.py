@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from interop.hf_llama_peer import MODELS, hf_positions, padded_batch, random_hf
+from interop.hf_llama_peer import MODELS, TRANSFORMERS_MAJOR, hf_positions, padded_batch, random_hf
 from speechlm.decoders.causal_lm import CausalLM
 from speechlm.interop.hf_llama import hf_config_to_kwargs
 
@@ -58,7 +58,8 @@ def test_saved_directory_loads_in_transformers(name, tmp_path):
         "config.json", "generation_config.json", "model.safetensors"]
     back = AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
     assert type(back) is type(hf)
-    assert back.config.rope_parameters == hf.config.rope_parameters
+    rope = "rope_parameters" if TRANSFORMERS_MAJOR >= 5 else "rope_scaling"
+    assert getattr(back.config, rope) == getattr(hf.config, rope)
     assert back.config.tie_word_embeddings == hf.config.tie_word_embeddings
     for key, value in hf.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
@@ -71,7 +72,9 @@ def test_wrong_rope_theta_is_caught(tmp_path):
     hf = random_hf("llama3_tied")
     hf.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    config["rope_parameters"]["rope_theta"] = 10000.0
+    if "rope_parameters" in config:  # transformers 5; 4 writes rope_theta at the top
+        config["rope_parameters"]["rope_theta"] = 10000.0
+    config["rope_theta"] = 10000.0
     (tmp_path / "config.json").write_text(json.dumps(config))
     ids, mask = padded_batch()
     wrong = our_logits(CausalLM.from_hf(tmp_path), ids, mask)
