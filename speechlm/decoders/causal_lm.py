@@ -18,7 +18,7 @@ experiment=causal_lm`) is `LanguageModel`'s: `bos w1 .. wn` -> `w1 .. wn eos`, m
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -121,10 +121,13 @@ class CausalLM(LanguageModel):
         super().__init__(vocab_size, special)
         pad_id = pad_id if pad_id is not None else special.get("pad")
         self.config = CausalLMConfig(
-            vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads or num_heads,
-            head_dim or hidden_size // num_heads, float(rope_theta), dict(rope_scaling) if rope_scaling else None,
-            rms_norm_eps, tie_word_embeddings, attention_bias, output_bias, max_position_embeddings,
-            self.sos, self.eos, None if pad_id is None else int(pad_id), attention_dropout)
+            vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+            num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads or num_heads,
+            head_dim=head_dim or hidden_size // num_heads, rope_theta=float(rope_theta),
+            rope_scaling=dict(rope_scaling) if rope_scaling else None,  # a plain dict, also from a DictConfig
+            rms_norm_eps=rms_norm_eps, tie_word_embeddings=tie_word_embeddings, attention_bias=attention_bias,
+            output_bias=output_bias, max_position_embeddings=max_position_embeddings, bos_id=self.sos,
+            eos_id=self.eos, pad_id=None if pad_id is None else int(pad_id), attention_dropout=attention_dropout)
         cfg = self.config
         self.embed_tokens = nn.Embedding(vocab_size, hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(num_layers))
@@ -155,9 +158,6 @@ class CausalLM(LanguageModel):
         from speechlm.interop.hf_llama import save_hf_causal_lm
 
         return save_hf_causal_lm(self, path, arch=arch)
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
 
     # -- forward ----------------------------------------------------------------------------
     def embed(self, ids: Tensor) -> Tensor:

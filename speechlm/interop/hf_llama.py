@@ -27,7 +27,6 @@ from speechlm.interop.hf_wav2vec2 import _read_weights as read_hf_weights
 from speechlm.nn.rotary import LlamaRotaryEmbedding, rope_type
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _first(value: Any) -> int | None:
@@ -103,7 +102,8 @@ def load_hf_causal_lm(path: str | os.PathLike, dtype: torch.dtype | None = None)
     shapes = model.state_dict()
     for key, value in state.items():
         if value.shape != shapes[key].shape:
-            raise ValueError(f"{directory}: {key} has shape {tuple(value.shape)}, the config gives {tuple(shapes[key].shape)}")
+            raise ValueError(f"{directory}: {key} has shape {tuple(value.shape)}, "
+                             f"the config gives {tuple(shapes[key].shape)}")
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False, assign=True)
     if kwargs["tie_word_embeddings"]:
         model.lm_head.weight = model.embed_tokens.weight
@@ -123,7 +123,8 @@ def causal_lm_to_hf_config(lm: CausalLM, arch: str | None = None) -> dict[str, A
         raise ValueError("LlamaForCausalLM has biases on all of q/k/v/o or none: attention_bias must equal output_bias "
                          "(save q/k/v-only biases as arch='qwen2')")
     if arch == "qwen2" and not (cfg.attention_bias and not cfg.output_bias):
-        raise ValueError("Qwen2ForCausalLM has biases on q/k/v and none on o: needs attention_bias=True, output_bias=False")
+        raise ValueError("Qwen2ForCausalLM has biases on q/k/v and none on o: "
+                         "needs attention_bias=True, output_bias=False")
     scaling = None
     if cfg.rope_scaling:
         scaling = {k: v for k, v in cfg.rope_scaling.items() if k not in ("type", "rope_theta")}

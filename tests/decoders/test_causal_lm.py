@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from interop.hf_llama_peer import MODELS, VOCAB, hf_positions, padded_batch, random_hf
+from interop.hf_llama_peer import MODELS, VOCAB, padded_batch, random_hf
 from speechlm.decoders.causal_lm import CausalLM
 
 TOL = 1e-4

@@ -103,3 +103,14 @@ def test_unsupported_configs_are_refused_by_name(change, message):
               "num_hidden_layers": 1, "num_attention_heads": 2, **change}
     with pytest.raises(ValueError, match=message):
         hf_config_to_kwargs(config, "x/config.json")
+
+
+def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
+    random_hf("qwen2_linear").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 100}))
+    with pytest.raises(ValueError, match=r"layers.0.mlp.\w+_proj.weight has shape .*112.*the config gives .*100"):
+        CausalLM.from_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(ValueError, match=r"missing \['layers.2"):
+        CausalLM.from_hf(tmp_path)
