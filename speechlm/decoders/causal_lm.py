@@ -165,9 +165,13 @@ class CausalLM(LanguageModel):
         return self.embed_tokens(ids)
 
     def forward_embeds(self, embeds: Tensor, attention_mask: Tensor | None = None,
-                       state: CausalLMState | None = None) -> tuple[Tensor, CausalLMState]:
+                       state: CausalLMState | None = None,
+                       logits_at: Tensor | None = None) -> tuple[Tensor, CausalLMState]:
         """embeds (B, L, D), attention_mask (B, L) True = real (None: all real), optional state
-        of B rows -> (logits (B, L, V), the state with these L positions appended)."""
+        of B rows -> (logits (B, L, V), the state with these L positions appended).
+        `logits_at` (B, L) bool: the logits of those positions only, (K, V) in row-major
+        order (as transformers' `logits_to_keep`: with a 150k vocabulary, logits of every
+        position of a long prompt cost more memory than the model's activations)."""
         b, length = embeds.shape[:2]
         device = embeds.device
         real = (torch.ones(b, length, dtype=torch.bool, device=device) if attention_mask is None
@@ -185,7 +189,8 @@ class CausalLM(LanguageModel):
             x, k, v = layer(x, cos, sin, mask, past.keys[i] if past else None, past.values[i] if past else None)
             keys.append(k)
             values.append(v)
-        logits = self.lm_head(self.norm(x))
+        hidden = self.norm(x)
+        logits = self.lm_head(hidden if logits_at is None else hidden[logits_at.to(device)])
         return logits, CausalLMState(keys, values, torch.cat([cached, real], dim=1), start + real.sum(1))
 
     def logits(self, inputs: Tensor) -> Tensor:

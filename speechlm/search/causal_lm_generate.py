@@ -109,12 +109,14 @@ def prefill(lm, embeds: Tensor, mask: Tensor | None):
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"prompts {empty} have no real position (mask all False)")
-    logits, state = lm.forward_embeds(embeds, mask)
     if mask is None:
         last = torch.full((B,), L - 1, device=embeds.device)
     else:  # the last True of each row (any padding layout)
         last = (mask * torch.arange(1, L + 1, device=embeds.device)).argmax(dim=1)
-    return logits[torch.arange(B, device=embeds.device), last].float().log_softmax(dim=-1), state
+    keep = torch.zeros(B, L, dtype=torch.bool, device=embeds.device)
+    keep[torch.arange(B, device=embeds.device), last] = True
+    logits, state = lm.forward_embeds(embeds, mask, logits_at=keep)  # (B, V): one position per row
+    return logits.float().log_softmax(dim=-1), state
 
 
 def _eos_tensor(eos_ids: int | Sequence[int] | None, device) -> Tensor:
