@@ -148,10 +148,13 @@ class CausalLM(LanguageModel):
 
     @classmethod
     def from_hf(cls, path: str | Path, dtype: torch.dtype | None = None) -> "CausalLM":
-        """A `LlamaForCausalLM` / `Qwen2ForCausalLM` directory (config.json + safetensors)."""
+        """A `LlamaForCausalLM` / `Qwen2ForCausalLM` directory (config.json + safetensors);
+        `source_path` remembers it (a speech-LLM's checkpoint refers to it)."""
         from speechlm.interop.hf_llama import load_hf_causal_lm
 
-        return load_hf_causal_lm(path, dtype=dtype)
+        lm = load_hf_causal_lm(path, dtype=dtype)
+        lm.source_path = str(path)
+        return lm
 
     def save_hf(self, path: str | Path, arch: str | None = None) -> Path:
         """Write a directory `transformers.AutoModelForCausalLM.from_pretrained` loads."""
