@@ -1,5 +1,6 @@
 """Text <-> token ids in ESPnet's token-list layout: <blank>=0, <unk>=1, ..., <sos/eos>=last;
-or with Whisper's multitask special tokens (multitask.py, whisper.py)."""
+or with Whisper's multitask special tokens (multitask.py, whisper.py); or a Hugging Face
+tokenizer.json with a chat template, for LLMs (hf.py)."""
 
 from speechlm.tokenizers.base import (
     BLANK,
@@ -10,6 +11,7 @@ from speechlm.tokenizers.base import (
     tokenizer_from_dict,
 )
 from speechlm.tokenizers.char import SPACE, CharTokenizer
+from speechlm.tokenizers.hf import HFTokenizer
 from speechlm.tokenizers.multitask import MultitaskVocabulary
 from speechlm.tokenizers.sentencepiece import (
     MultitaskSentencePieceTokenizer,
@@ -24,6 +26,7 @@ __all__ = [
     "SPACE",
     "UNK",
     "CharTokenizer",
+    "HFTokenizer",
     "MultitaskSentencePieceTokenizer",
     "MultitaskVocabulary",
     "SentencePieceTokenizer",
