@@ -18,7 +18,9 @@ Utterances are decoded in duration-bucketed batches: the search is batched over 
 and hypotheses, while the encoder runs on each utterance alone (`encode_each=true`), so
 that an utterance's hypothesis never depends on the batch it is in (and equals ESPnet's,
 which decodes one utterance at a time). Writes out_dir/hyp.trn, ref.trn (if the dir has
-transcripts) and a Kaldi `text` of hypotheses, and logs the real-time factor.
+transcripts; `ref_table=NAME`: the references are another per-utterance table of the dir,
+e.g. a speech-LLM's answers `qa_count`) and a Kaldi `text` of hypotheses, and logs the
+real-time factor.
 
 An utterance whose audio cannot be read (a missing or corrupt file, a failing pipe, no
 samples) or whose decoding fails (a batch that fails is retried utterance by utterance) gets
@@ -45,7 +47,7 @@ from omegaconf import DictConfig
 from speechlm.atomic import atomic_write_text
 from speechlm.data.audio import AudioReadError, audio_info
 from speechlm.data.collate import collate_audio
-from speechlm.data.dataset import load_utterance
+from speechlm.data.dataset import load_item_table, load_utterance
 from speechlm.data.kaldi_dir import DataDir, DataDirError
 from speechlm.data.sampler import DurationBucketSampler
 from speechlm.scoring.trn import FAILED_FILE, trn_rows, write_trn
@@ -156,8 +158,10 @@ def decode_data_dir(cfg) -> dict[str, str]:
 
     out = Path(cfg.out_dir)
     write_trn(out / "hyp.trn", trn_rows(hyps, dd.utt2spk))
-    if dd.text is not None:
-        write_trn(out / "ref.trn", trn_rows(dd.text, dd.utt2spk))
+    ref_table = cfg.get("ref_table") or "text"
+    refs = dd.text if ref_table == "text" else load_item_table(dd, ref_table)
+    if refs is not None:
+        write_trn(out / "ref.trn", trn_rows(refs, dd.utt2spk))
     atomic_write_text(out / "text", "".join(f"{u} {hyps[u]}\n" for u in sorted(hyps)))
     failures = [(u, one_line(failed[u])) for u in dd.utterances if u in failed]
     atomic_write_text(out / FAILED_FILE, "".join(f"{u} {why}\n" for u, why in failures))
@@ -166,7 +170,7 @@ def decode_data_dir(cfg) -> dict[str, str]:
     if failures:
         log.warning("%d of %d utterance(s) failed, listed in %s; %d decoded%s", len(failures), len(dd),
                     out / FAILED_FILE, len(hyps),
-                    " (score counts each failed one as all deletions)" if dd.text is not None else "")
+                    " (score counts each failed one as all deletions)" if refs is not None else "")
     if not hyps:
         example = f": {failures[0][0]}: {failures[0][1]}" if failures else ""
         raise NothingDecoded(f"no utterance of {cfg.data_dir} could be decoded ({len(failures)} failed, "

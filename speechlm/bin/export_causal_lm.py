@@ -1,6 +1,6 @@
 """Export the decoder-only LM of a speechlm checkpoint as a Hugging Face model directory
 (config.json + model.safetensors, and the tokenizer's files when it is a Hugging Face
-tokenizer) that `transformers.AutoModelForCausalLM.from_pretrained` loads:
+tokenizer, in transformers' layout and in speechlm's: the directory is a `tokenizer_dir` too) that `transformers.AutoModelForCausalLM.from_pretrained` loads:
 
     python -m speechlm.bin.export_causal_lm exp/lm/model.avg.ckpt exp/lm/hf          # a text LM (experiment=causal_lm)
     python -m speechlm.bin.export_causal_lm exp/speech_llm/model.avg.ckpt exp/merged   # a speech-LLM's LM, LoRA merged
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         merge_lora(lm)
         lm.save_hf(args.out, arch=args.arch)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
-            tokenizer.save_pretrained(args.out)
+            tokenizer.save_pretrained(args.out)  # for transformers' AutoTokenizer
+            tokenizer.save(args.out)  # for speechlm (tokenizer_dir=OUT): tokens.txt + tokenizer.yaml
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
