@@ -369,3 +369,26 @@ def test_cli(tmp_path, capsys):
     assert cli.main(["--text", str(text), "--vocab-size", "450", "--out", str(out),
                      "--chat-template", "nonesuch"]) == 1
     assert "nonesuch" in capsys.readouterr().err
+
+
+def test_import_hf_tokenizer_names_the_speech_roles(tmp_path):
+    """A model directory's tokenizer (transformers' files only, no audio role) becomes a
+    speechlm tokenizer dir with the roles a speech-LLM needs; a role naming a token the
+    vocabulary lacks is an error, not a silently added token."""
+    from speechlm.bin.import_hf_tokenizer import main as import_main
+    from speechlm.tokenizers import load_tokenizer
+    from speechlm.tokenizers.hf import CHATML, train_hf_tokenizer
+
+    roles = {"unk": "<unk>", "sos": "<s>", "eos": "</s>", "pad": "<pad>", "reserved": "<|reserved_0|>",
+             "start_of_turn": "<|im_start|>", "end_of_turn": "<|im_end|>"}
+    model_dir = tmp_path / "model"
+    train_hf_tokenizer(["one two three", "four five six seven"] * 10, 300, roles, CHATML).save_pretrained(model_dir)
+    assert not (model_dir / "tokenizer.yaml").exists()
+    out = tmp_path / "tok"
+    assert import_main([str(model_dir), str(out), "--special", "audio=<|reserved_0|>",
+                        "--chat-template", "chatml_inline"]) == 0
+    tok = load_tokenizer(out)
+    assert tok.special_ids["audio"] == tok.token_to_id("<|reserved_0|>")
+    assert tok.render_chat([{"role": "user", "content": "hi"}], add_generation_prompt=True) == \
+        "<|im_start|>user hi<|im_end|><|im_start|>assistant"
+    assert import_main([str(model_dir), str(tmp_path / "bad"), "--special", "audio=<|nope|>"]) == 1
