@@ -52,7 +52,7 @@ from speechlm.data.kaldi_dir import DataDir, DataDirError
 from speechlm.data.sampler import DurationBucketSampler
 from speechlm.scoring.trn import FAILED_FILE, trn_rows, write_trn
 from speechlm.search.decoding import build_search, decode_batch
-from speechlm.train.pretrained import load_pretrained
+from speechlm.train.pretrained import load_pretrained, model_sample_rate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 log = logging.getLogger("speechlm.decode")
@@ -118,7 +118,7 @@ def decode_data_dir(cfg) -> dict[str, str]:
     if tokenizer is None:
         raise ValueError(f"{cfg.checkpoint}: the model has no tokenizer (trained without text): nothing to decode")
     search = build_search(model, cfg.get("search"), config.get("search"), tokenizer)
-    sample_rate = int(config["frontend"]["sample_rate"])
+    sample_rate = model_sample_rate(model, config)
     encode_one_by_one = cfg.get("encode_each", True)
     dd = DataDir.load(cfg.data_dir)
     failed: dict[str, str] = {}

@@ -233,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         info.update(source="mfcc", layer=None, frame_rate=MFCC_FRAME_RATE)
         encode = None
     else:
-        from speechlm.train.pretrained import load_pretrained
+        from speechlm.train.pretrained import load_pretrained, model_sample_rate
 
         model, _, config = load_pretrained(args.model, args.device)
-        model_rate = int(config["frontend"]["sample_rate"])
+        model_rate = model_sample_rate(model, config)
         if args.sample_rate not in (None, model_rate):
             p.error(f"--sample-rate {args.sample_rate}: the model takes {model_rate} Hz audio")
         if model.frontend is None:

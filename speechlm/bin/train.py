@@ -81,6 +81,11 @@ def build(cfg: DictConfig, resuming: bool = False):
         groups=resolved["optim"].get("groups"), layer_decay=resolved["optim"].get("layer_decay"),
         checkpoint_criterion=(monitor, mode),
     )
+    rate, data_rate = getattr(model, "sample_rate", None), (resolved.get("data") or {}).get("sample_rate")
+    if rate is not None and data_rate is not None and int(rate) != int(data_rate):
+        # a model whose frontend comes with a loaded part (a speech-LLM's encoder checkpoint)
+        raise ValueError(f"data.sample_rate={data_rate}, but {type(model).__name__} takes {rate} Hz audio: "
+                         f"set data.sample_rate={rate}")
     dm = hydra.utils.instantiate(cfg.data)
     exp = Path(cfg.exp_dir)
     every_steps, every_minutes = cfg.checkpoint.get("every_n_steps"), cfg.checkpoint.get("every_minutes")

@@ -39,7 +39,7 @@ from speechlm.data.collate import collate_audio
 from speechlm.search.decoding import build_search, decode_batch
 from speechlm.search.whisper import WhisperSearch
 from speechlm.search.whisper_longform import transcribe_long
-from speechlm.train.pretrained import load_pretrained
+from speechlm.train.pretrained import load_pretrained, model_sample_rate
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         search.timestamps = True
     if isinstance(search, WhisperSearch) and getattr(model.frontend, "chunk_seconds", None) == 30:
         search.timestamps = True  # whisper.transcribe's long-form decoding seeks by timestamps
-    sample_rate = int(config["frontend"]["sample_rate"])
+    sample_rate = model_sample_rate(model, config)
     audio, errors = {}, {}
     for i, path in enumerate(args.files):
         try:

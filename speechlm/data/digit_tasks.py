@@ -103,7 +103,7 @@ def conversations(tasks: Mapping[str, Mapping], rng: random.Random) -> Iterator[
 
 def lm_corpus(tasks: Mapping[str, Mapping], lines: int, seed: int = 0,
               render: Callable[[list[dict[str, str]]], str] | None = None,
-              mix: tuple[float, float, float] = (0.2, 0.2, 0.6)) -> list[str]:
+              mix: tuple[float, float, float] = (0.1, 0.15, 0.75)) -> list[str]:
     """`lines` lines of the LM's pretraining text: digit strings, arithmetic and task
     conversations in the proportions `mix`. `render(messages)` writes a conversation in the
     chat template (HFTokenizer.render_chat); without it, the conversation's parts are

@@ -42,11 +42,20 @@ def chat_messages(instruction: str, audio: str, system: str | None = None) -> li
     return messages + [{"role": "user", "content": f"{audio} {instruction}".strip()}]
 
 
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Ids of a conversation up to the assistant's turn (the template's generation prompt),
+    starting with the tokenizer's bos (`sos` role) as the LM saw every training sequence
+    start: a template that writes it itself (LLaMA-3's) gets no second one, a vocabulary
+    without one (Qwen2's) none."""
+    ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    bos = tokenizer.special_ids.get("sos")
+    return ids if bos is None or ids[:1] == [bos] else [bos] + ids
+
+
 def prompt_ids(tokenizer, instruction: str, system: str | None = None) -> list[int]:
     """Ids of the chat prompt asking `instruction` about the audio, ending where the
-    assistant's answer starts (the template's generation prompt)."""
-    ids = tokenizer.apply_chat_template(chat_messages(instruction, audio_token(tokenizer), system),
-                                        add_generation_prompt=True)
+    assistant's answer starts (`chat_prompt_ids`)."""
+    ids = chat_prompt_ids(tokenizer, chat_messages(instruction, audio_token(tokenizer), system))
     audio_id = tokenizer.special_ids["audio"]
     if ids.count(audio_id) != 1:
         raise ValueError(f"the chat prompt for {instruction!r} holds {ids.count(audio_id)} audio tokens, not one "
@@ -127,4 +136,5 @@ class InstructionTargets:
         return item
 
 
-__all__: Sequence[str] = ("InstructionTargets", "answer_ids", "audio_token", "chat_messages", "prompt_ids")
+__all__: Sequence[str] = ("InstructionTargets", "answer_ids", "audio_token", "chat_messages", "chat_prompt_ids",
+                          "prompt_ids")

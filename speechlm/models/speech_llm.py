@@ -75,10 +75,11 @@ class SpeechLLM(nn.Module):
         if specaug is not None:
             raise ValueError("SpeechLLM: model.specaug must be null (the encoder checkpoint's model applies its "
                              "own SpecAugment when train_encoder is set)")
-        from speechlm.train.pretrained import load_pretrained  # (it imports models.build)
+        from speechlm.train.pretrained import load_pretrained, model_sample_rate  # (it imports models.build)
 
-        speech, _, _ = load_pretrained(encoder_checkpoint)
+        speech, _, speech_config = load_pretrained(encoder_checkpoint)
         self.encoder_checkpoint = str(encoder_checkpoint)
+        self.sample_rate = model_sample_rate(speech, speech_config)  # the audio the encoder takes
         self.speech = speech
         self.lm = lm
         self.train_encoder = bool(train_encoder)

@@ -47,3 +47,17 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
     model.load_state_dict(state)
     tokenizer = tokenizer_from_dict(meta["tokenizer"]) if meta.get("tokenizer") else None
     return model.eval().to(device), tokenizer, config
+
+
+def model_sample_rate(model: nn.Module, config: dict) -> int:
+    """The audio sample rate a loaded model takes: its training config's frontend, or, for a
+    model whose frontend lives inside a part loaded from elsewhere (a speech-LLM's encoder
+    checkpoint), the model's own `sample_rate`."""
+    frontend = config.get("frontend")
+    if frontend and frontend.get("sample_rate"):
+        return int(frontend["sample_rate"])
+    rate = getattr(model, "sample_rate", None)
+    if rate is None:
+        raise ValueError(f"{type(model).__name__}: its config has no frontend and the model names no sample_rate: "
+                         "the audio rate it takes is unknown")
+    return int(rate)

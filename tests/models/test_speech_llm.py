@@ -175,5 +175,6 @@ def test_trained_encoder_is_saved(parts):
     assert any(k.startswith("speech.encoder.") for k in state)
     assert not any(k.startswith("speech.frontend.") or k.startswith("lm.embed") for k in state)
     assert model.speech.encoder.training  # dropout / SpecAugment act when the encoder trains
+    assert model.sample_rate == 16000  # the encoder checkpoint's frontend's (decode and train read it)
     frozen = build(parts).train()
     assert not frozen.speech.training

@@ -70,8 +70,11 @@ def greedy_by_hand(model: SpeechLLM, prompt: list[int], enc, row: int, stop: set
 
 def test_prompt_is_the_chat_template_with_one_audio_token(tokenizer):
     ids = prompt_ids(tokenizer, "How many digits are spoken?")
-    assert ids == tokenizer.apply_chat_template(
+    assert ids == [tokenizer.special_ids["sos"]] + tokenizer.apply_chat_template(
         [{"role": "user", "content": "<|audio|> How many digits are spoken?"}], add_generation_prompt=True)
+    bos_template = train_hf_tokenizer(LINES, vocab_size=330, special_tokens=SPECIALS,
+                                      chat_template="{{ bos_token }}" + CHATML_INLINE)
+    assert prompt_ids(bos_template, "How many digits are spoken?") == ids  # no second bos
     assert ids.count(tokenizer.special_ids["audio"]) == 1
     assert answer_ids(tokenizer, "two")[-1] == tokenizer.special_ids["end_of_turn"]
     with pytest.raises(ValueError, match="2 audio tokens"):
