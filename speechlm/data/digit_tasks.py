@@ -103,11 +103,12 @@ def conversations(tasks: Mapping[str, Mapping], rng: random.Random) -> Iterator[
 
 def lm_corpus(tasks: Mapping[str, Mapping], lines: int, seed: int = 0,
               render: Callable[[list[dict[str, str]]], str] | None = None,
-              mix: tuple[float, float, float] = (0.1, 0.15, 0.75)) -> list[str]:
+              mix: tuple[float, float, float] = (0.05, 0.1, 0.85)) -> list[str]:
     """`lines` lines of the LM's pretraining text: digit strings, arithmetic and task
     conversations in the proportions `mix`. `render(messages)` writes a conversation in the
-    chat template (HFTokenizer.render_chat); without it, the conversation's parts are
-    written as plain text (what the tokenizer is trained on)."""
+    chat template (HFTokenizer.render_chat); without it, as plain text, each turn's role word
+    before its content (what the tokenizer is trained on: "user" and "assistant" become
+    whole tokens, which keeps a question's digits close to its answer)."""
     rng = random.Random(seed)
     chats = conversations(tasks, rng)
     out = []
@@ -120,7 +121,7 @@ def lm_corpus(tasks: Mapping[str, Mapping], lines: int, seed: int = 0,
         else:
             words, instruction, answer = next(chats)
             messages = [{"role": "user", "content": f"{words} {instruction}"}, {"role": "assistant", "content": answer}]
-            out.append(render(messages) if render else f"{words} {instruction} {answer}")
+            out.append(render(messages) if render else " ".join(f"{m['role']} {m['content']}" for m in messages))
         if "\n" in out[-1]:
             raise ValueError("a line of the LM corpus holds a newline (use a newline-free chat template, "
                              "e.g. speechlm.tokenizers.hf.CHATML_INLINE, for line-based text)")

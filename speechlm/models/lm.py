@@ -81,6 +81,12 @@ class LanguageModel(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         picked, mask, hits = self.token_log_probs(batch["tokens"], batch["token_lens"])
+        if "loss_mask" in batch:  # the tokens the loss is on (speechlm.train.text_data_module, loss_on), + eos
+            keep = batch["loss_mask"][:, : mask.shape[1] - 1].to(mask.device)
+            keep = torch.cat([keep, keep.new_zeros(keep.shape[0], mask.shape[1] - keep.shape[1])], dim=1)
+            keep[torch.arange(len(keep), device=keep.device), batch["token_lens"].to(keep.device)] = True
+            mask = mask & keep
+            picked, hits = picked.masked_fill(~mask, 0.0), hits & mask
         n = mask.sum()
         loss = -picked.sum() / n
         return {"loss": loss, "ppl": loss.detach().exp(), "acc": hits.sum() / n}

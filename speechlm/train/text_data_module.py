@@ -17,7 +17,12 @@ batches (DDP), and the `ResumableDataLoader` makes a run resumed from a mid-epoc
 continue with the epoch's remaining batches (`speechlm.train.data_module`).
 
 A batch: `ids` (list of B), `tokens` (B, L) long padded with IGNORE_ID, `token_lens` (B,)
-— no sos/eos: the language model adds them (`speechlm.models.lm`).
+— no sos/eos: the language model adds them (`speechlm.models.lm`). With `loss_on: assistant`
+(instruction tuning: chat-formatted lines, as TRL's completion-only collator) also
+`loss_mask` (B, L) bool: the loss is on the assistant turns' tokens only (after the chat
+template's generation prompt, through the end-of-turn token) and on every token of a line
+without a turn (plain pretraining text); a question's unpredictable content (random digits)
+then adds no noise to the answers' gradients.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from speechlm.train.data_module import bucketed_loader
 
 log = logging.getLogger(__name__)
 TEXT_FORMATS = ("kaldi", "plain")
+LOSS_ON = ("all", "assistant")
 
 
 def read_text_lines(path: str | Path, text_format: str = "kaldi") -> list[tuple[str, str, int]]:
@@ -68,9 +74,13 @@ class TextDataset(Dataset):
     """The tokenized lines of one text file. `dropped`: [(FILE:LINE id, reason)] of the
     lines left out; item i -> {"id": str, "tokens": (L,) long}."""
 
-    def __init__(self, path: str | Path, tokenizer: Tokenizer, text_format: str = "kaldi", bad_lines: str = "skip"):
+    def __init__(self, path: str | Path, tokenizer: Tokenizer, text_format: str = "kaldi", bad_lines: str = "skip",
+                 loss_on: str = "all"):
         if bad_lines not in ("skip", "error"):
             raise ValueError(f"bad_lines={bad_lines!r}: skip or error")
+        if loss_on not in LOSS_ON:
+            raise ValueError(f"loss_on={loss_on!r}: one of {LOSS_ON}")
+        self.turns = assistant_turn_ids(tokenizer) if loss_on == "assistant" else None
         self.path = Path(path)
         unk = tokenizer.special_ids.get("unk")
         self.ids: list[str] = []
@@ -101,13 +111,52 @@ class TextDataset(Dataset):
         return [len(t) + 1 for t in self.tokens]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"id": self.ids[index], "tokens": torch.from_numpy(self.tokens[index])}
+        item = {"id": self.ids[index], "tokens": torch.from_numpy(self.tokens[index])}
+        if self.turns is not None:
+            item["loss_mask"] = torch.from_numpy(assistant_mask(self.tokens[index], *self.turns))
+        return item
+
+
+def assistant_turn_ids(tokenizer: Tokenizer) -> tuple[list[int], int]:
+    """(the ids that open an assistant turn in the tokenizer's chat template — its generation
+    prompt, e.g. `<|im_start|> ▁assistant` —, the end-of-turn id)."""
+    if not hasattr(tokenizer, "apply_chat_template") or "end_of_turn" not in tokenizer.special_ids:
+        raise ValueError(f"loss_on=assistant needs a tokenizer with a chat template and an end_of_turn token "
+                         f"({type(tokenizer).__name__} has {'no chat template' if not hasattr(tokenizer, 'render_chat') else 'no end_of_turn'})")
+    turn = [{"role": "user", "content": "x"}]
+    with_prompt = tokenizer.apply_chat_template(turn, add_generation_prompt=True)
+    without = tokenizer.apply_chat_template(turn, add_generation_prompt=False)
+    if with_prompt[: len(without)] != without or len(with_prompt) == len(without):
+        raise ValueError("loss_on=assistant: the chat template's generation prompt does not extend the conversation")
+    return list(with_prompt[len(without):]), int(tokenizer.special_ids["end_of_turn"])
+
+
+def assistant_mask(tokens: np.ndarray, opening: list[int], end_of_turn: int) -> np.ndarray:
+    """Which tokens the loss is on: those of every assistant turn (after its opening ids,
+    through its end-of-turn token); every token of a line with no assistant turn (plain text)."""
+    mask = np.zeros(len(tokens), dtype=bool)
+    n, k, found = len(tokens), len(opening), False
+    i = 0
+    while i + k <= n:
+        if list(tokens[i : i + k]) == opening:
+            found = True
+            j = i + k
+            while j < n and tokens[j] != end_of_turn:
+                j += 1
+            mask[i + k : min(j + 1, n)] = True
+            i = j + 1
+        else:
+            i += 1
+    return mask if found else np.ones(len(tokens), dtype=bool)
 
 
 def collate_tokens(items: list[dict[str, Any]]) -> dict[str, Any]:
     """B items -> {"ids": [B], "tokens": (B, L_max) padded with IGNORE_ID, "token_lens": (B,)}."""
     tokens, lens = pad_sequence_with_lengths([item["tokens"] for item in items], pad_value=IGNORE_ID)
-    return {"ids": [item["id"] for item in items], "tokens": tokens, "token_lens": lens}
+    batch = {"ids": [item["id"] for item in items], "tokens": tokens, "token_lens": lens}
+    if "loss_mask" in items[0]:  # (B, L_max) bool, False on padding
+        batch["loss_mask"] = pad_sequence_with_lengths([item["loss_mask"] for item in items], pad_value=False)[0]
+    return batch
 
 
 class TextDataModule(L.LightningDataModule):
@@ -124,6 +173,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         bad_lines: str = "skip",
+        loss_on: str = "all",
     ):
         super().__init__()
         if tokenizer_dir is None:
@@ -134,10 +184,11 @@ class TextDataModule(L.LightningDataModule):
         self.max_tokens, self.valid_max_tokens = max_tokens, valid_max_tokens or max_tokens
         self.num_buckets, self.max_batch_size = num_buckets, max_batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.loss_on = loss_on
 
     def setup(self, stage: str | None = None) -> None:
         tokenizer = load_tokenizer(self.tokenizer_dir)
-        self.train_set, self.valid_set = (TextDataset(path, tokenizer, self.text_format, self.bad_lines)
+        self.train_set, self.valid_set = (TextDataset(path, tokenizer, self.text_format, self.bad_lines, self.loss_on)
                                           for path in (self.train_text, self.valid_text))
         dropped = []
         for kind, data in (("training", self.train_set), ("validation", self.valid_set)):

@@ -39,15 +39,16 @@ def test_lm_corpus_mix_and_answers():
     assert lines == lm_corpus(TASKS, 2000, seed=3)  # seeded
     chats = [line for line in lines if "?" in line or "German." in line]
     arithmetic = [line for line in lines if line not in chats and ("=" in line or " is " in line)]
-    assert 0.1 < len(arithmetic) / len(lines) < 0.2
+    assert 0.06 < len(arithmetic) / len(lines) < 0.14
     for line in arithmetic:
         lhs, rhs = line.split(" = ") if " = " in line else line.split(" is ")
         terms = lhs.split(" + ") if " + " in lhs else [str(task_answers(w)["qa_sum"]) for w in lhs.split(" plus ")]
         assert sum(int(t) for t in terms) == int(rhs), line
     german = [line for line in chats if "German." in line]
-    assert 0.7 < len(chats) / len(lines) < 0.8 and 0.55 < len(german) / len(chats) < 0.78  # mix 0.75, weights 1:2
+    assert 0.8 < len(chats) / len(lines) < 0.9 and 0.55 < len(german) / len(chats) < 0.78  # mix 0.85, weights 1:2
     for line in german:
-        words, answer = line.split(" Translate the digits into German. ")
+        assert line.startswith("user ")
+        words, answer = line.removeprefix("user ").split(" Translate the digits into German. assistant ")
         assert task_answers(words)["translate_de"] == answer
 
 
