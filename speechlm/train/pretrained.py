@@ -29,6 +29,41 @@ def migrate_model_config(model: dict, config: dict) -> dict:
     return model
 
 
+# Where a model config names parts loaded from elsewhere (frozen references, not in the
+# checkpoint): a speech-LLM's encoder checkpoint and LM directory (speechlm.models.speech_llm).
+REFERENCE_KEYS = (("encoder_checkpoint",), ("lm", "path"))
+
+
+def resolve_references(model: dict, checkpoint: str | Path) -> dict:
+    """The model config with each relative reference (`REFERENCE_KEYS`) that does not exist
+    from the working directory resolved against the checkpoint's nearest ancestor directory
+    holding it — the recipe directory the model was trained in —, so that
+    `exp/<tag>/model.avg.ckpt` loads from anywhere. The model checks what it then loads
+    against the fingerprints in its state_dict (a wrong match fails, naming the reference)."""
+    model = dict(model)
+    for keys in REFERENCE_KEYS:
+        node = model
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                break
+            node[key] = dict(node[key])  # copies: the checkpoint's config stays as saved
+            node = node[key]
+        else:
+            ref = node.get(keys[-1])
+            if not isinstance(ref, str) or Path(ref).is_absolute() or Path(ref).exists():
+                continue
+            for folder in Path(checkpoint).resolve().parents:
+                if (folder / ref).exists():
+                    node[keys[-1]] = str(folder / ref)
+                    break
+            else:
+                raise FileNotFoundError(
+                    f"{checkpoint}: its model's {'.'.join(keys)} {ref!r} is not found from the working directory "
+                    f"nor from any directory above the checkpoint (run from the recipe directory it was trained in, "
+                    f"or give the checkpoint a config naming where it now is)")
+    return model
+
+
 def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Tokenizer | None, dict]:
     """(model in eval mode, tokenizer (None for a model trained without text), resolved
     training config). An OpenAI Whisper checkpoint (`tiny.pt`: {"dims", "model_state_dict"})
@@ -42,7 +77,7 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, T
     if not meta or "config" not in meta:
         raise ValueError(f"{path}: not a speechlm checkpoint (no 'speechlm' block with the config)")
     config = meta["config"]
-    model = build_model(migrate_model_config(config["model"], config), initialize=False)
+    model = build_model(resolve_references(migrate_model_config(config["model"], config), path), initialize=False)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     tokenizer = tokenizer_from_dict(meta["tokenizer"]) if meta.get("tokenizer") else None

@@ -178,3 +178,33 @@ def test_trained_encoder_is_saved(parts):
     assert model.sample_rate == 16000  # the encoder checkpoint's frontend's (decode and train read it)
     frozen = build(parts).train()
     assert not frozen.speech.training
+
+
+def test_relative_references_resolve_from_the_recipe_directory(tmp_path, monkeypatch):
+    """A checkpoint trained in a recipe directory names its references relative to it
+    (exp/asr/model.avg.ckpt, exp/lm/hf): loaded from elsewhere, they resolve against the
+    checkpoint's nearest ancestor holding them; from the recipe directory they stay as saved."""
+    from speechlm.train.pretrained import resolve_references
+
+    recipe = tmp_path / "recipe"
+    (recipe / "exp/asr").mkdir(parents=True)
+    (recipe / "exp/asr/model.avg.ckpt").write_bytes(b"")
+    (recipe / "exp/lm/hf").mkdir(parents=True)
+    (recipe / "exp/sllm/checkpoints").mkdir(parents=True)
+    config = {"_target_": "speechlm.models.speech_llm.SpeechLLM", "encoder_checkpoint": "exp/asr/model.avg.ckpt",
+              "lm": {"_target_": "x", "path": "exp/lm/hf"}}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for ckpt in (recipe / "exp/sllm/model.avg.ckpt", recipe / "exp/sllm/checkpoints/epoch003.ckpt"):
+        resolved = resolve_references(config, ckpt)
+        assert resolved["encoder_checkpoint"] == str(recipe / "exp/asr/model.avg.ckpt")
+        assert resolved["lm"]["path"] == str(recipe / "exp/lm/hf")
+    assert config["lm"]["path"] == "exp/lm/hf"  # the saved config is left as it was
+    monkeypatch.chdir(recipe)
+    assert resolve_references(config, recipe / "exp/sllm/model.avg.ckpt") == config
+    monkeypatch.chdir(elsewhere)
+    (recipe / "exp/lm/hf").rmdir()
+    with pytest.raises(FileNotFoundError, match=r"lm\.path 'exp/lm/hf' is not found"):
+        resolve_references(config, recipe / "exp/sllm/model.avg.ckpt")
+    assert resolve_references({"encoder": {"output_size": 4}}, recipe / "x.ckpt") == {"encoder": {"output_size": 4}}

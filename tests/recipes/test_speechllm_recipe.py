@@ -45,6 +45,8 @@ def test_speechllm_recipe_smoke(tmp_path):
     for task in TASKS:
         assert len((exp / f"decode_test_{task}/hyp.trn").read_text().splitlines()) == 8, task
         assert f"|test_{task}|" in (exp / "RESULTS.md").read_text()
+    lm_table = (recipe / "exp/lm/RESULTS.md").read_text()  # the LM's text-only topline
+    assert all(f"|{task}|" in lm_table for task in TASKS), lm_table
     summary = (exp / "summary.md").read_text()
     assert "|test|qa_count|accuracy %|" in summary and "trainable of" in summary
 

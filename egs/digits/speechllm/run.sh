@@ -48,7 +48,7 @@ tasks="transcribe qa_sum qa_count qa_last translate_de"
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: data (espeak-ng digit strings, test voices held out) + task tables"
-  python ../asr/local/prepare_data.py --out data --train-voices "$train_voices" \
+  python "$MAIN_ROOT/egs/digits/asr/local/prepare_data.py" --out data --train-voices "$train_voices" \
     --train-per-voice "$train_per_voice" --dev-voices "$dev_voices" --test-per-voice "$test_per_voice" \
     --num-workers "$nj"
   for d in train dev test; do
