@@ -5,7 +5,7 @@
 
 --text files are plain text, one sentence (or chat-formatted line) per line; blank lines are
 skipped. The vocabulary is a sentencepiece-style BPE with byte fallback
-(`speechlm.tokenizers.hf.train_hf_tokenizer`); its special tokens are, unless --special
+(`speechlm.tokenizers.hf_train.train_hf_tokenizer`); its special tokens are, unless --special
 changes them: unk <unk>, sos <s>, eos </s>, pad <pad>, audio <|audio|>, start_of_turn
 <|im_start|>, end_of_turn <|im_end|> (ids 0 .. 6, in this order).
 
@@ -21,12 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from speechlm.tokenizers.hf import (
-    CHAT_TEMPLATES,
-    DEFAULT_SPECIAL_TOKENS,
-    MODELS,
-    train_hf_tokenizer,
-)
+from speechlm.tokenizers.chat_template import CHAT_TEMPLATES
+from speechlm.tokenizers.hf_train import DEFAULT_SPECIAL_TOKENS, MODELS, train_hf_tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the whole vocabulary: special tokens, 256 byte tokens (bpe) and learned pieces")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--chat-template", metavar="NAME|FILE",
-                        help=f"{' or '.join(CHAT_TEMPLATES)} (speechlm.tokenizers.hf.CHATML / CHATML_INLINE), "
+                        help=f"{' or '.join(CHAT_TEMPLATES)} (speechlm.tokenizers.chat_template.CHATML / CHATML_INLINE), "
                         "or a jinja2 template file")
     parser.add_argument("--special", action="append", default=[], metavar="ROLE=TOKEN",
                         help="add or replace a special token role (repeatable), e.g. --special audio='<|speech|>'")

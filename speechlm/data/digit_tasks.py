@@ -124,5 +124,5 @@ def lm_corpus(tasks: Mapping[str, Mapping], lines: int, seed: int = 0,
             out.append(render(messages) if render else " ".join(f"{m['role']} {m['content']}" for m in messages))
         if "\n" in out[-1]:
             raise ValueError("a line of the LM corpus holds a newline (use a newline-free chat template, "
-                             "e.g. speechlm.tokenizers.hf.CHATML_INLINE, for line-based text)")
+                             "e.g. speechlm.tokenizers.chat_template.CHATML_INLINE, for line-based text)")
     return out

@@ -33,7 +33,8 @@ a backslash "\\\\", the empty token "␛". Only `tokens`, `id_to_token`, `token_
 On disk (`save` / `load_tokenizer`): tokens.txt, tokenizer.yaml (roles, chat template) and
 tokenizer.json beside them. `save_pretrained` writes transformers' files (tokenizer.json,
 tokenizer_config.json, special_tokens_map.json), so one directory can hold both.
-`train_hf_tokenizer` trains a sentencepiece-style BPE vocabulary for an LM trained here.
+`speechlm.tokenizers.hf_train.train_hf_tokenizer` trains a sentencepiece-style BPE vocabulary
+for an LM trained here; chat templates render through `speechlm.tokenizers.chat_template`.
 """
 
 from __future__ import annotations
@@ -42,21 +43,17 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
-from functools import lru_cache
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import tokenizers
 import yaml
-from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken
 
 from speechlm.atomic import atomic_write_bytes
 from speechlm.tokenizers.base import CONFIG_FILE, TOKENS_FILE, Tokenizer
+from speechlm.tokenizers.chat_template import compile_chat_template
 
 TOKENIZER_JSON = "tokenizer.json"
 HF_CONFIG_FILE = "tokenizer_config.json"
@@ -76,28 +73,6 @@ _ESCAPES = {"\\": "\\\\", " ": "\\s", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 _UNESCAPES = {"\\": "\\", "s": " ", "n": "\n", "t": "\t", "r": "\r"}
 _ESCAPE_SEQUENCE = re.compile(r"\\(?:u([0-9A-F]{4})|(.))", re.S)
 
-# Chat templates. CHATML: ChatML as Qwen2 writes it (a line per message), without the
-# default system message Qwen2-Instruct's own template inserts (from_pretrained of a Qwen2
-# directory reads that one). CHATML_INLINE: newline-free, for line-based text corpora:
-# "<|im_start|>user how much is two<|im_end|><|im_start|>assistant two<|im_end|>".
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-CHATML_INLINE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}"
-)
-CHAT_TEMPLATES = {"chatml": CHATML, "chatml_inline": CHATML_INLINE}
-
-# train_hf_tokenizer's default roles (a LLaMA-style vocabulary with ChatML turn tokens)
-DEFAULT_SPECIAL_TOKENS = {"unk": "<unk>", "sos": "<s>", "eos": "</s>", "pad": "<pad>", "audio": "<|audio|>",
-                          "start_of_turn": "<|im_start|>", "end_of_turn": "<|im_end|>"}
-MODELS = ("bpe", "wordlevel")
-METASPACE = {"replacement": "\u2581", "prepend_scheme": "always", "split": True}
-BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))  # sentencepiece's byte-fallback pieces
 
 
 def token_name(token: str) -> str:
@@ -202,7 +177,7 @@ class HFTokenizer(Tokenizer):
         (roles sos, eos, unk, pad, where present), then `kwargs`."""
         if self._template is None:
             raise ValueError("this tokenizer has no chat template: give one (chat_template=, e.g. "
-                             "speechlm.tokenizers.hf.CHATML) or read a model directory that has one")
+                             "speechlm.tokenizers.chat_template.CHATML) or read a model directory that has one")
         chat = []
         for message in messages:
             if not isinstance(message, Mapping):
@@ -372,54 +347,6 @@ def dense_vocabulary(vocab: Mapping[str, int]) -> list[str]:
     return [by_id[i][0] for i in range(top + 1)]
 
 
-# --- chat templates -------------------------------------------------------------------------
-
-
-class _GenerationBlock(Extension):
-    """`{% generation %}...{% endgeneration %}` (transformers marks assistant text with it,
-    for its assistant-token masks): renders its body unchanged."""
-
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
-
-    def _body(self, caller):
-        return caller()
-
-
-def _raise_exception(message: str):
-    raise jinja2.exceptions.TemplateError(message)
-
-
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators=None,
-            sort_keys: bool = False) -> str:
-    # jinja2's own tojson escapes HTML characters; chat templates expect plain JSON
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _strftime_now(format: str) -> str:
-    return datetime.now().strftime(format)
-
-
-@lru_cache(maxsize=32)
-def compile_chat_template(source: str) -> jinja2.Template:
-    """A chat template compiled as transformers compiles it: a sandboxed (immutable) jinja2
-    environment with trim_blocks and lstrip_blocks, loop controls, `{% generation %}`, the
-    `raise_exception` and `strftime_now` functions and a JSON `tojson` filter."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_GenerationBlock, "jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    try:
-        return env.from_string(source)
-    except jinja2.TemplateSyntaxError as e:
-        raise ValueError(f"chat template: {e.message} (line {e.lineno})") from None
-
-
 # --- reading transformers' files -----------------------------------------------------------
 
 
@@ -483,72 +410,3 @@ def _convert_sentencepiece(directory: Path) -> str:
 
 def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-
-
-# --- training -------------------------------------------------------------------------------
-
-
-def train_hf_tokenizer(lines: Iterable[str], vocab_size: int, special_tokens: Mapping[str, str],
-                       chat_template: str | None = None, model: str = "bpe") -> HFTokenizer:
-    """Train a sentencepiece-style vocabulary with `tokenizers`.
-
-    Every word is "▁word" wherever it stands (a `Metaspace` pre-tokenizer with prepend_scheme
-    "always": after a special token too), so a prompt and an answer encoded separately give
-    the ids of the two joined by a space, and a chat turn "<|im_start|>assistant three" the
-    generation prompt's ids + encode("three").
-
-    Args:
-        lines: the text, one sentence (or chat-formatted line) each; the special tokens
-            spelled out in it are not learned from.
-        vocab_size: the whole vocabulary: the special tokens (ids 0 .. in the order of
-            `special_tokens`, one id per distinct token), for "bpe" sentencepiece's 256
-            byte-fallback tokens <0x00> .. <0xFF> (any text encodes without unk), and the
-            learned pieces (every character of the text, then merges; a small text may
-            give fewer).
-        special_tokens: role -> token, e.g. DEFAULT_SPECIAL_TOKENS.
-        chat_template: e.g. CHATML_INLINE.
-        model: "bpe", or "wordlevel" (whole words, unknown ones -> the unk role's token).
-    """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    roles = {str(r): str(t) for r, t in special_tokens.items()}
-    specials = list(dict.fromkeys(roles.values()))
-    if any(not t for t in specials):
-        raise ValueError(f"special tokens must be non-empty: {roles}")
-    unk = roles.get("unk")
-    n_bytes = len(BYTE_TOKENS) if model == "bpe" else 0
-    if vocab_size <= len(specials) + n_bytes:
-        raise ValueError(f"vocab_size={vocab_size} leaves no room for learned tokens after the {len(specials)} "
-                         f"special tokens{f' and the {n_bytes} byte tokens' if n_bytes else ''}")
-    added = [AddedToken(t, special=True, normalized=False) for t in specials]
-    if model == "bpe":
-        backend = tokenizers.Tokenizer(models.BPE(unk_token=unk, byte_fallback=True))
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size - n_bytes, special_tokens=added, show_progress=False)
-    else:
-        if unk is None:
-            raise ValueError("a wordlevel vocabulary needs an 'unk' role (what unknown words become)")
-        backend = tokenizers.Tokenizer(models.WordLevel(unk_token=unk))
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=added, show_progress=False)
-    backend.pre_tokenizer = pre_tokenizers.Metaspace(**METASPACE)
-    backend.train_from_iterator(_without_specials(lines, specials), trainer)
-
-    description = json.loads(backend.to_str())
-    learned = sorted(description["model"]["vocab"].items(), key=lambda item: item[1])
-    if [t for t, _ in learned[:len(specials)]] != specials:  # the trainer puts them first
-        raise RuntimeError(f"tokenizers' trainer did not give the special tokens ids 0 .. {len(specials) - 1}")
-    order = [*specials, *BYTE_TOKENS[:n_bytes], *(t for t, _ in learned[len(specials):])]
-    description["model"]["vocab"] = {t: i for i, t in enumerate(dict.fromkeys(order))}
-    backend = tokenizers.Tokenizer.from_str(json.dumps(description))
-    metaspace = decoders.Metaspace(**METASPACE)
-    backend.decoder = decoders.Sequence([decoders.ByteFallback(), metaspace]) if n_bytes else metaspace
-    return HFTokenizer(backend.to_str(), roles, chat_template)
-
-
-def _without_specials(lines: Iterable[str], specials: Sequence[str]) -> Iterator[str]:
-    """The text between the special tokens of each line (they are whole tokens, not text to
-    learn pieces from), each part a sentence of its own, as the pre-tokenizer sees it."""
-    pattern = re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
-    for line in lines:
-        for part in pattern.split(line):
-            if part:
-                yield part

@@ -15,7 +15,8 @@ from speechlm.decoders.causal_lm import CausalLM
 from speechlm.models.adapters import FrameStackMLP
 from speechlm.models.speech_llm import SpeechLLM
 from speechlm.search.speech_llm import SpeechLLMSearch
-from speechlm.tokenizers.hf import CHATML_INLINE, train_hf_tokenizer
+from speechlm.tokenizers.chat_template import CHATML_INLINE
+from speechlm.tokenizers.hf_train import train_hf_tokenizer
 from tests.fixtures import tiny_ctc_checkpoint
 
 SPECIALS = {"unk": "<unk>", "sos": "<s>", "eos": "</s>", "pad": "<pad>", "audio": "<|audio|>",

@@ -21,15 +21,9 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from speechlm.bin import train_hf_tokenizer as cli  # noqa: E402
 from speechlm.tokenizers import HFTokenizer, load_tokenizer, tokenizer_from_dict  # noqa: E402
-from speechlm.tokenizers.hf import (  # noqa: E402
-    CHATML,
-    CHATML_INLINE,
-    DEFAULT_SPECIAL_TOKENS,
-    ESCAPE_MARK,
-    token_from_name,
-    token_name,
-    train_hf_tokenizer,
-)
+from speechlm.tokenizers.chat_template import CHATML, CHATML_INLINE  # noqa: E402
+from speechlm.tokenizers.hf import ESCAPE_MARK, token_from_name, token_name  # noqa: E402
+from speechlm.tokenizers.hf_train import DEFAULT_SPECIAL_TOKENS, train_hf_tokenizer  # noqa: E402
 
 WORDS = ("one two three four five six seven eight nine zero hello world the quick brown fox jumps over "
          "lazy dog café naïve über straße 日本 語 😀 don't it's 3.14 1,000 (yes) [no] e-mail #tag @user").split()
@@ -377,7 +371,6 @@ def test_import_hf_tokenizer_names_the_speech_roles(tmp_path):
     vocabulary lacks is an error, not a silently added token."""
     from speechlm.bin.import_hf_tokenizer import main as import_main
     from speechlm.tokenizers import load_tokenizer
-    from speechlm.tokenizers.hf import CHATML, train_hf_tokenizer
 
     roles = {"unk": "<unk>", "sos": "<s>", "eos": "</s>", "pad": "<pad>", "reserved": "<|reserved_0|>",
              "start_of_turn": "<|im_start|>", "end_of_turn": "<|im_end|>"}

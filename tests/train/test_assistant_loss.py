@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from speechlm.decoders.causal_lm import CausalLM
-from speechlm.tokenizers.hf import CHATML_INLINE, DEFAULT_SPECIAL_TOKENS, train_hf_tokenizer
+from speechlm.tokenizers.chat_template import CHATML_INLINE
+from speechlm.tokenizers.hf_train import DEFAULT_SPECIAL_TOKENS, train_hf_tokenizer
 from speechlm.train.text_data_module import TextDataset, assistant_mask, assistant_turn_ids, collate_tokens
 
 LINES = ["one two three", "<|im_start|>user one two Which digit comes last?<|im_end|><|im_start|>assistant two<|im_end|>",
